@@ -1,0 +1,25 @@
+# alignkit — two commands do all the set-up: `make demo` and `make test` (each creates/refreshes .venv).
+PY := .venv/bin/python
+QUICK ?=
+PYTEST_ARGS ?=
+
+.PHONY: venv demo test test-fast bench clean
+
+venv:
+	@bash scripts/setup_venv.sh
+
+demo: venv
+	$(PY) -m alignkit.cli demo $(if $(QUICK),--quick,) --output demo_out
+
+test: venv
+	$(PY) -m pytest -q -ra $(PYTEST_ARGS)
+
+# unit tests only (no multi-process, no vLLM): seconds
+test-fast: venv
+	$(PY) -m pytest -q -ra -m "not slow" $(PYTEST_ARGS)
+
+bench: venv
+	$(PY) -m benchmarks.run --output benchmarks
+
+clean:
+	rm -rf demo_out .pytest_cache

@@ -1,0 +1,97 @@
+"""``alignkit data validate|flip|noise|stats``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from alignkit.data.card import write_card
+from alignkit.data.io import read_records, write_records, write_rejects
+from alignkit.data.schema import DataError
+from alignkit.data.transforms import bucket_stats, fdpo_flip, inject_noise
+
+
+def _add_io(p: argparse.ArgumentParser, output: bool = True) -> None:
+    p.add_argument("input", help="JSONL, Parquet, a datasets folder, or a hub id")
+    if output:
+        p.add_argument("-o", "--output", required=True, help="output .jsonl or .parquet (card and rejects go beside it)")
+    p.add_argument("--on-invalid", choices=("error", "skip"), default="error",
+                   help="stop at the first bad row (default) or skip bad rows, writing them with reasons beside the output")
+    p.add_argument("--no-require-flags", action="store_true", help="accept rows without h_w/h_l (unlabelled pairs)")
+
+
+def register(sub: argparse._SubParsersAction, name: str, help_text: str) -> None:
+    p = sub.add_parser(name, help=help_text, description=help_text)
+    ds = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+
+    v = ds.add_parser("validate", help="check every row; report file:line field: reason")
+    _add_io(v, output=False)
+    v.set_defaults(func=_validate)
+
+    f = ds.add_parser("flip", help="apply the F-DPO label flip (h_w=1,h_l=0 pairs are swapped)")
+    _add_io(f)
+    f.set_defaults(func=_flip)
+
+    n = ds.add_parser("noise", help="swap chosen/rejected on a seeded fraction eps of rows")
+    _add_io(n)
+    n.add_argument("--eps", type=float, required=True, help="fraction of rows to swap, in [0, 1]")
+    n.add_argument("--seed", type=int, default=0)
+    n.set_defaults(func=_noise)
+
+    s = ds.add_parser("stats", help="counts per (h_w, h_l) bucket, flips, noise swaps")
+    _add_io(s, output=False)
+    s.set_defaults(func=_stats)
+
+
+def _read(args: argparse.Namespace):
+    return read_records(args.input, on_invalid=args.on_invalid, require_flags=not args.no_require_flags)
+
+
+def _guard(fn):
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return fn(args)
+        except (DataError, FileNotFoundError, ValueError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+    return run
+
+
+@_guard
+def _validate(args: argparse.Namespace) -> int:
+    res = _read(args)
+    for r in res.rejects:
+        print(f"{r['file']}:{r['line']}: field '{r['field']}': {r['reason']}", file=sys.stderr)
+    print(json.dumps({"valid": len(res.records), "rejected": res.n_rejected}))
+    return 1 if res.rejects else 0
+
+
+def _finish(args, records, res, builder: str, config: dict) -> int:
+    write_records(args.output, records)
+    write_rejects(args.output, res.rejects)
+    write_card(args.output, records, builder=builder, config=config, rejects=res.rejects)
+    print(json.dumps({"written": len(records), "rejected": res.n_rejected, "output": args.output}))
+    return 0
+
+
+@_guard
+def _flip(args: argparse.Namespace) -> int:
+    res = _read(args)
+    return _finish(args, fdpo_flip(res.records), res, "data.flip", {"input": args.input})
+
+
+@_guard
+def _noise(args: argparse.Namespace) -> int:
+    res = _read(args)
+    records, idx = inject_noise(res.records, args.eps, args.seed)
+    return _finish(args, records, res, "data.noise", {"input": args.input, "eps": args.eps, "seed": args.seed})
+
+
+@_guard
+def _stats(args: argparse.Namespace) -> int:
+    res = _read(args)
+    stats = bucket_stats(res.records)
+    stats["rejected"] = res.n_rejected
+    print(json.dumps(stats, indent=2))
+    return 0

@@ -1,0 +1,175 @@
+"""Readers and writers for preference records: JSONL, Parquet, and ``datasets`` (saved dir or hub id).
+
+Reading validates every row. ``on_invalid="error"`` (the default) raises :class:`DataError` naming file, line and
+field; ``on_invalid="skip"`` keeps going, and returns the rejected rows with their reasons so the caller can write
+them beside its output (:func:`write_rejects`) and count them in the dataset card. Nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Literal
+
+from alignkit.data.schema import DataError, record_problems
+from alignkit.utils import atomic_path, dumps_line
+
+OnInvalid = Literal["error", "skip"]
+MAX_ROW_BYTES = 8 * 1024 * 1024  # a row this large is almost surely a concatenation or binary junk
+
+
+@dataclass
+class ReadResult:
+    records: list[dict]
+    rejects: list[dict] = field(default_factory=list)  # {"file","line","field","reason","raw"}
+    source: str = ""
+
+    @property
+    def n_rejected(self) -> int:
+        return len(self.rejects)
+
+
+class _Collector:
+    def __init__(self, file: str, on_invalid: OnInvalid, require_flags: bool):
+        if on_invalid not in ("error", "skip"):
+            raise ValueError(f"on_invalid must be 'error' or 'skip', got {on_invalid!r}")
+        self.file, self.on_invalid, self.require_flags = file, on_invalid, require_flags
+        self.result = ReadResult(records=[], source=file)
+        self._ids: dict[str, int] = {}
+
+    def reject(self, line: int, field_name: str | None, reason: str, raw: Any) -> None:
+        err = DataError(reason, file=self.file, line=line, field=field_name)
+        if self.on_invalid == "error":
+            raise err
+        row = err.as_dict()
+        row["raw"] = raw if isinstance(raw, str) else dumps_line(raw)
+        if len(row["raw"]) > 2000:
+            row["raw"] = row["raw"][:2000] + "…"
+        self.result.rejects.append(row)
+
+    def add(self, line: int, record: Any, raw: Any) -> None:
+        problems = record_problems(record, require_flags=self.require_flags)
+        if problems:
+            self.reject(line, problems[0].field, problems[0].reason, raw)
+            return
+        rid = record.get("id")
+        if rid is not None:
+            if rid in self._ids:
+                self.reject(line, "id", f"duplicate id {rid!r} (first seen on line {self._ids[rid]})", raw)
+                return
+            self._ids[rid] = line
+        self.result.records.append(record)
+
+
+def read_jsonl(path: str | os.PathLike, *, on_invalid: OnInvalid = "error", require_flags: bool = True,
+               max_row_bytes: int = MAX_ROW_BYTES) -> ReadResult:
+    """Read and validate a JSONL file of preference records (blank lines are ignored)."""
+    path = str(path)
+    col = _Collector(path, on_invalid, require_flags)
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            if len(raw) > max_row_bytes:
+                col.reject(lineno, None, f"row is {len(raw)} bytes, over the {max_row_bytes}-byte limit", raw[:200].decode("utf-8", "replace"))
+                continue
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                col.reject(lineno, None, f"invalid UTF-8 at byte {e.start}", raw.decode("utf-8", "replace"))
+                continue
+            if not text.strip():
+                continue
+            try:
+                obj = json.loads(text)
+            except json.JSONDecodeError as e:
+                col.reject(lineno, None, f"invalid JSON: {e.msg} (column {e.colno})", text.rstrip("\n"))
+                continue
+            col.add(lineno, obj, text.rstrip("\n"))
+    return col.result
+
+
+def _rows_to_result(rows: Iterable[dict], source: str, on_invalid: OnInvalid, require_flags: bool) -> ReadResult:
+    col = _Collector(source, on_invalid, require_flags)
+    for i, row in enumerate(rows, start=1):
+        col.add(i, _clean_arrow(row), row)
+    return col.result
+
+
+def _clean_arrow(row: dict) -> dict:
+    # Arrow stores missing optional keys as None; drop them so validation sees "missing", not "wrong type".
+    return {k: v for k, v in row.items() if v is not None}
+
+
+def read_parquet(path: str | os.PathLike, *, on_invalid: OnInvalid = "error", require_flags: bool = True) -> ReadResult:
+    """Read a Parquet file; 'line' in errors is the 1-based row number."""
+    import pyarrow.parquet as pq
+
+    rows = pq.read_table(str(path)).to_pylist()
+    return _rows_to_result(rows, str(path), on_invalid, require_flags)
+
+
+def read_hf_dataset(name_or_dir: str, *, split: str = "train", on_invalid: OnInvalid = "error",
+                    require_flags: bool = True) -> ReadResult:
+    """Read a ``datasets`` dataset: a ``save_to_disk`` folder, or a hub id (needs network access to the hub)."""
+    import datasets
+
+    if Path(name_or_dir).is_dir():
+        ds = datasets.load_from_disk(name_or_dir)
+        if isinstance(ds, datasets.DatasetDict):
+            ds = ds[split]
+    else:
+        ds = datasets.load_dataset(name_or_dir, split=split)
+    return _rows_to_result(ds.to_list(), f"{name_or_dir}[{split}]", on_invalid, require_flags)
+
+
+def read_records(path: str | os.PathLike, *, on_invalid: OnInvalid = "error", require_flags: bool = True,
+                 split: str = "train") -> ReadResult:
+    """Read preference records from ``.jsonl``/``.json`` lines, ``.parquet``, or a ``datasets`` dir / hub id."""
+    p = Path(path)
+    if p.suffix in (".jsonl", ".json") or (p.is_file() and p.suffix not in (".parquet",)):
+        if not p.exists():
+            raise FileNotFoundError(f"{p}: no such file")
+        return read_jsonl(p, on_invalid=on_invalid, require_flags=require_flags)
+    if p.suffix == ".parquet":
+        if not p.exists():
+            raise FileNotFoundError(f"{p}: no such file")
+        return read_parquet(p, on_invalid=on_invalid, require_flags=require_flags)
+    return read_hf_dataset(str(path), split=split, on_invalid=on_invalid, require_flags=require_flags)
+
+
+def write_jsonl(path: str | os.PathLike, records: Iterable[dict]) -> Path:
+    """Write records as JSONL atomically (temp file + rename)."""
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+        for r in records:
+            fh.write(dumps_line(r) + "\n")
+    return Path(path)
+
+
+def write_parquet(path: str | os.PathLike, records: list[dict]) -> Path:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    with atomic_path(path) as tmp:
+        pq.write_table(pa.Table.from_pylist(records), str(tmp))
+    return Path(path)
+
+
+def write_records(path: str | os.PathLike, records: list[dict]) -> Path:
+    """Write by extension: ``.parquet`` or JSONL (anything else)."""
+    if Path(path).suffix == ".parquet":
+        return write_parquet(path, records)
+    return write_jsonl(path, records)
+
+
+def rejects_path(output: str | os.PathLike) -> Path:
+    p = Path(output)
+    return p.with_name(p.name.split(".")[0] + ".rejects.jsonl")
+
+
+def write_rejects(output: str | os.PathLike, rejects: list[dict]) -> Path | None:
+    """Write rejected rows with their reasons beside ``output`` (nothing if there are none)."""
+    if not rejects:
+        rejects_path(output).unlink(missing_ok=True)
+        return None
+    return write_jsonl(rejects_path(output), rejects)

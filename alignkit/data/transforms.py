@@ -1,0 +1,83 @@
+"""Transforms on preference records: the F-DPO label flip, seeded label-noise injection, bucket statistics.
+
+All transforms return new lists of new dicts (inputs are never mutated) and keep every extra key.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from typing import Any
+
+from alignkit.data.schema import bucket
+
+
+def swap_pair(record: dict) -> dict:
+    """Swap (chosen, rejected, h_w, h_l) -> (rejected, chosen, h_l, h_w). An involution: applied twice it is a no-op."""
+    out = dict(record)
+    out["chosen"], out["rejected"] = record["rejected"], record["chosen"]
+    if "h_w" in record or "h_l" in record:
+        out["h_w"], out["h_l"] = record.get("h_l"), record.get("h_w")
+        out = {k: v for k, v in out.items() if not (k in ("h_w", "h_l") and v is None)}
+    return out
+
+
+def fdpo_flip(records: list[dict]) -> list[dict]:
+    """F-DPO phase 1 (methods.md §1; Chaduvula et al., arXiv 2601.03027): where the preferred response is the
+    hallucinated one (h_w=1, h_l=0), swap the pair; (0,0) and (1,1) pairs are kept. Sets ``flipped`` on every row.
+
+    Idempotent: after one pass no (1,0) pair remains, so a second pass changes nothing except keeping
+    ``flipped`` true on the rows flipped the first time.
+    """
+    out = []
+    for r in records:
+        if bucket(r) == (1, 0):
+            s = swap_pair(r)
+            s["flipped"] = True
+            out.append(s)
+        else:
+            s = dict(r)
+            s["flipped"] = bool(r.get("flipped", False))
+            out.append(s)
+    return out
+
+
+def inject_noise(records: list[dict], eps: float, seed: int) -> tuple[list[dict], list[int]]:
+    """Swap chosen/rejected (and their flags) on exactly ``round(eps * n)`` rows chosen with ``seed``.
+
+    Returns the new records (each with ``noised: bool``) and the sorted indices of the swapped rows, so a
+    robustness study knows which labels it corrupted.
+    """
+    if not 0.0 <= eps <= 1.0:
+        raise ValueError(f"eps must be in [0, 1], got {eps}")
+    n = len(records)
+    k = round(eps * n)
+    idx = sorted(random.Random(seed).sample(range(n), k))
+    chosen = set(idx)
+    out = []
+    for i, r in enumerate(records):
+        s = swap_pair(r) if i in chosen else dict(r)
+        s["noised"] = i in chosen
+        out.append(s)
+    return out, idx
+
+
+def bucket_stats(records: list[dict]) -> dict[str, Any]:
+    """Counts per (h_w, h_l) bucket, flips, noise swaps, and format, for dataset cards and ``alignkit data stats``."""
+    buckets: Counter[str] = Counter()
+    unlabelled = 0
+    for r in records:
+        if "h_w" in r and "h_l" in r:
+            hw, hl = bucket(r)
+            buckets[f"({hw},{hl})"] += 1
+        else:
+            unlabelled += 1
+    return {
+        "n": len(records),
+        "buckets": {b: buckets.get(b, 0) for b in ("(0,0)", "(0,1)", "(1,0)", "(1,1)")},
+        "unlabelled": unlabelled,
+        "flipped": sum(1 for r in records if r.get("flipped")),
+        "noised": sum(1 for r in records if r.get("noised")),
+        "conversational": sum(1 for r in records if isinstance(r.get("chosen"), list)),
+        "delta_h_1": sum(1 for r in records if r.get("h_l", 0) - r.get("h_w", 0) == 1),
+    }

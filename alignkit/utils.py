@@ -1,0 +1,61 @@
+"""Small shared helpers: atomic file writes, stable hashing, JSON lines."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary path in the destination's folder; rename it over ``path`` only on success.
+
+    The temp file lives in the same folder so the final ``os.replace`` is atomic on POSIX: readers see the
+    old file or the new one, never a torn one, and a crash (or ENOSPC) leaves no partial output behind.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix + ".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        with open(tmp_path, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp_path, path)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
+    """Write ``obj`` as pretty, key-sorted JSON atomically (sorted keys keep reruns byte-identical)."""
+    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+
+
+def dumps_line(obj: Any) -> str:
+    """One JSON line, deterministic (key order as given, no ASCII escaping)."""
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+
+
+def stable_hash(obj: Any, n: int = 16) -> str:
+    """A short, stable hex digest of a JSON-serialisable object (config hashes, cache keys)."""
+    blob = json.dumps(obj, sort_keys=True, ensure_ascii=False, default=str).encode("utf-8")
+    return hashlib.sha256(blob).hexdigest()[:n]
+
+
+def alignkit_home() -> Path:
+    """Root of alignkit's caches: ``$ALIGNKIT_HOME`` or ``~/.cache/alignkit``."""
+    return Path(os.environ.get("ALIGNKIT_HOME", Path.home() / ".cache" / "alignkit")).expanduser()
