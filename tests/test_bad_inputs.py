@@ -1,0 +1,90 @@
+"""The bad-input corpus (tests/data/bad/): each case gets the exact error (file, line, field) or a counted skip."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from alignkit.cli import main as cli_main
+from alignkit.data import DataError, read_jsonl, read_records, rejects_path
+
+BAD = Path(__file__).parent / "data" / "bad"
+
+# file -> (line, field, message fragment) of the first error
+CASES = {
+    "truncated.jsonl": (2, None, "invalid JSON"),
+    "invalid_utf8.jsonl": (2, None, "invalid UTF-8"),
+    "wrong_type.jsonl": (3, "h_w", "must be 0 or 1 (integer), got '0'"),
+    "missing_key.jsonl": (1, "rejected", "missing"),
+    "empty_string.jsonl": (2, "chosen", "empty text"),
+    "chosen_equals_rejected.jsonl": (1, "rejected", "chosen == rejected"),
+    "flag_out_of_range.jsonl": (2, "h_l", "must be 0 or 1, got 2"),
+    "mixed_formats.jsonl": (1, "rejected", "mix chat messages and plain strings"),
+    "duplicate_ids.jsonl": (3, "id", "duplicate id 'r1' (first seen on line 1)"),
+    "not_an_object.jsonl": (2, None, "must be a JSON object"),
+    "bad_message.jsonl": (1, "prompt", "unknown role 'wizard'"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_bad_file_raises_located_error(name, reliability_log):
+    line, field, fragment = CASES[name]
+    path = BAD / name
+    with pytest.raises(DataError) as exc:
+        read_jsonl(path)
+    err = exc.value
+    assert (err.file, err.line, err.field) == (str(path), line, field)
+    assert fragment in str(err)
+    assert str(err).startswith(f"{path}:{line}: ")
+    reliability_log.record("bad input", name, f"error at line {line}" + (f", field {field}" if field else ""), rows_lost=0)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_bad_file_skip_mode_counts_every_row(name, reliability_log):
+    path = BAD / name
+    n_nonblank = sum(1 for raw in path.read_bytes().splitlines() if raw.strip())
+    res = read_jsonl(path, on_invalid="skip")
+    assert res.n_rejected >= 1
+    # nothing dropped silently: every non-blank line is either a record or a counted reject
+    assert len(res.records) + res.n_rejected == n_nonblank
+    assert res.rejects[0]["line"] == CASES[name][0] and res.rejects[0]["field"] == CASES[name][1]
+    reliability_log.record("bad input (skip mode)", name, f"{res.n_rejected} rejected, {len(res.records)} kept",
+                           rows_lost=n_nonblank - len(res.records) - res.n_rejected)
+
+
+def test_mixed_file_skip_writes_rejects_beside_output(tmp_path, capsys, reliability_log):
+    out = tmp_path / "flipped.jsonl"
+    rc = cli_main(["data", "flip", str(BAD / "mixed_valid_invalid.jsonl"), "-o", str(out), "--on-invalid", "skip"])
+    assert rc == 0
+    assert len(out.read_text().splitlines()) == 3
+    rejects = [json.loads(l) for l in rejects_path(out).read_text().splitlines()]
+    assert [(r["line"], r["field"]) for r in rejects] == [(2, None), (4, "h_w")]
+    card = json.loads((tmp_path / "flipped.card.json").read_text())
+    assert card["rejected"]["n"] == 2 and card["stats"]["n"] == 3
+    reliability_log.record("bad input (skip mode)", "mixed valid/invalid via CLI", "2 rejects written beside output", rows_lost=0)
+
+
+def test_cli_error_mode_names_file_line_field(capsys):
+    rc = cli_main(["data", "validate", str(BAD / "flag_out_of_range.jsonl")])
+    assert rc == 1
+    err = capsys.readouterr().err
+    assert f"{BAD / 'flag_out_of_range.jsonl'}:2: field 'h_l': must be 0 or 1, got 2" in err
+
+
+def test_ten_megabyte_row(tmp_path, reliability_log):
+    path = tmp_path / "huge.jsonl"
+    row = {"id": "big", "prompt": "Q?", "chosen": "x" * (10 * 1024 * 1024), "rejected": "y", "h_w": 0, "h_l": 1}
+    path.write_text(json.dumps({"id": "ok", "prompt": "Q?", "chosen": "a", "rejected": "b", "h_w": 0, "h_l": 1})
+                    + "\n" + json.dumps(row) + "\n")
+    with pytest.raises(DataError, match=r"huge.jsonl:2: row is \d+ bytes, over the 8388608-byte limit"):
+        read_jsonl(path)
+    res = read_jsonl(path, on_invalid="skip")
+    assert len(res.records) == 1 and res.n_rejected == 1
+    reliability_log.record("bad input", "10 MB row", "error at line 2 (row size limit)", rows_lost=0)
+
+
+def test_missing_input_file_is_clear(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.jsonl: no such file"):
+        read_records(tmp_path / "nope.jsonl")

@@ -1,0 +1,188 @@
+"""The preference-data contract: readers/writers round-trip, transforms, statistics, and the `alignkit data` CLI."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from alignkit.cli import main as cli_main
+from alignkit.data import (
+    DataError, bucket_stats, fdpo_flip, inject_noise, read_records, swap_pair, validate_record, write_records,
+)
+
+
+def rec(i: int, hw: int, hl: int, chat: bool = False) -> dict:
+    c, r = f"chosen answer {i}", f"rejected answer {i}"
+    if chat:
+        return {"id": f"r{i}", "prompt": [{"role": "user", "content": f"question {i}"}],
+                "chosen": [{"role": "assistant", "content": c}], "rejected": [{"role": "assistant", "content": r}],
+                "h_w": hw, "h_l": hl, "source": "test", "extra": {"k": i}}
+    return {"id": f"r{i}", "prompt": f"question {i}", "chosen": c, "rejected": r, "h_w": hw, "h_l": hl,
+            "source": "test", "extra": {"k": i}}
+
+
+BUCKETS = [(0, 0), (0, 1), (1, 0), (1, 1)]
+records_st = st.lists(st.tuples(st.sampled_from(BUCKETS), st.booleans()), max_size=60).map(
+    lambda xs: [rec(i, hw, hl, chat) for i, ((hw, hl), chat) in enumerate(xs)])
+
+
+def test_flip_swaps_only_hallucinated_chosen():
+    out = fdpo_flip([rec(0, 1, 0), rec(1, 0, 1), rec(2, 0, 0), rec(3, 1, 1)])
+    assert out[0]["chosen"] == "rejected answer 0" and (out[0]["h_w"], out[0]["h_l"]) == (0, 1) and out[0]["flipped"]
+    assert [r["flipped"] for r in out[1:]] == [False, False, False]
+    assert out[1]["chosen"] == "chosen answer 1"
+    assert out[0]["extra"] == {"k": 0}  # extra keys carried through
+
+
+@settings(max_examples=60, deadline=None)
+@given(records_st)
+def test_flip_properties(records):
+    out = fdpo_flip(records)
+    assert len(out) == len(records)
+    assert sorted(r["id"] for r in out) == sorted(r["id"] for r in records)  # no row lost or duplicated
+    assert not any((r["h_w"], r["h_l"]) == (1, 0) for r in out)
+    assert fdpo_flip(out) == out  # idempotent
+    before, after = bucket_stats(records)["buckets"], bucket_stats(out)["buckets"]
+    assert after["(0,1)"] == before["(0,1)"] + before["(1,0)"]  # bucket counts conserved
+    assert (after["(0,0)"], after["(1,1)"]) == (before["(0,0)"], before["(1,1)"])
+    # the swap itself is an involution: applying it twice restores every flipped row
+    for orig, new in zip(records, out):
+        if new["flipped"]:
+            back = swap_pair(new)
+            back.pop("flipped")
+            assert back == orig
+
+
+@settings(max_examples=60, deadline=None)
+@given(records_st, st.floats(0, 1), st.integers(0, 2**16))
+def test_noise_properties(records, eps, seed):
+    out, idx = inject_noise(records, eps, seed)
+    assert len(idx) == round(eps * len(records)) and len(set(idx)) == len(idx)
+    assert [r["id"] for r in out] == [r["id"] for r in records]
+    for i, (orig, new) in enumerate(zip(records, out)):
+        assert new["noised"] == (i in idx)
+        if new["noised"]:
+            assert (new["chosen"], new["h_w"]) == (orig["rejected"], orig["h_l"])
+    again, idx2 = inject_noise(records, eps, seed)
+    assert again == out and idx2 == idx  # seeded
+    # applying the same swaps again restores the input
+    restored = [swap_pair(r) if r["noised"] else r for r in out]
+    assert [{k: v for k, v in r.items() if k != "noised"} for r in restored] == records
+
+
+def test_noise_rejects_bad_eps():
+    with pytest.raises(ValueError, match=r"eps must be in \[0, 1\]"):
+        inject_noise([rec(0, 0, 1)], 1.5, 0)
+
+
+def test_stats_counts():
+    s = bucket_stats(fdpo_flip([rec(0, 1, 0), rec(1, 0, 1, chat=True), rec(2, 0, 0)]))
+    assert s["buckets"] == {"(0,0)": 1, "(0,1)": 2, "(1,0)": 0, "(1,1)": 0}
+    assert (s["n"], s["flipped"], s["conversational"], s["delta_h_1"]) == (3, 1, 1, 2)
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".parquet"])
+def test_round_trip(tmp_path, suffix):
+    records = [rec(i, *BUCKETS[i % 4], chat=suffix == ".parquet") for i in range(8)]
+    path = write_records(tmp_path / f"d{suffix}", records)
+    back = read_records(path).records
+    assert back == records
+
+
+def test_datasets_dir_round_trip(tmp_path):
+    import datasets
+
+    records = [rec(i, 0, 1) for i in range(5)]
+    datasets.Dataset.from_list(records).save_to_disk(str(tmp_path / "ds"))
+    assert read_records(tmp_path / "ds").records == records
+
+
+def test_validate_record_messages():
+    with pytest.raises(DataError, match="field 'h_w': must be 0 or 1 \\(integer\\), got True"):
+        validate_record(dict(rec(0, 0, 1), h_w=True))
+    assert validate_record(rec(0, 0, 1, chat=True))["id"] == "r0"
+
+
+def test_cli_noise_and_stats(tmp_path, capsys):
+    src = write_records(tmp_path / "in.jsonl", [rec(i, 0, 1) for i in range(10)])
+    out = tmp_path / "noisy.jsonl"
+    assert cli_main(["data", "noise", str(src), "-o", str(out), "--eps", "0.3", "--seed", "1"]) == 0
+    noisy = read_records(out).records
+    assert sum(r["noised"] for r in noisy) == 3
+    capsys.readouterr()
+    assert cli_main(["data", "stats", str(out)]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert stats["buckets"]["(1,0)"] == 3 and stats["noised"] == 3
+    card = json.loads((tmp_path / "noisy.card.json").read_text())
+    assert card["config"]["eps"] == 0.3 and card["stats"]["noised"] == 3
+    # same seed and input -> byte-identical output and card
+    out2 = tmp_path / "noisy2.jsonl"
+    cli_main(["data", "noise", str(src), "-o", str(out2), "--eps", "0.3", "--seed", "1"])
+    assert out.read_bytes() == out2.read_bytes()
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 64 KiB tmpfs (needs root, as in CI); elsewhere a directory whose file writes raise ENOSPC past 64 KiB."""
+    import subprocess
+
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    ok = os.geteuid() == 0 and subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)],
+                                              capture_output=True).returncode == 0
+    if ok:
+        yield mnt
+        subprocess.run(["umount", str(mnt)], check=False)
+        return
+    import builtins
+
+    real_open = builtins.open
+
+    class Capped:
+        def __init__(self, fh):
+            self.fh, self.n = fh, 0
+
+        def write(self, data):
+            self.n += len(data)
+            if self.n > 64 * 1024:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return self.fh.write(data)
+
+        def __getattr__(self, name):
+            return getattr(self.fh, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return self.fh.__exit__(*exc)
+
+    def capped_open(file, mode="r", *a, **kw):
+        fh = real_open(file, mode, *a, **kw)
+        return Capped(fh) if str(file).startswith(str(mnt)) and "w" in mode else fh
+
+    builtins.open = capped_open
+    try:
+        yield mnt
+    finally:
+        builtins.open = real_open
+
+
+def test_full_disk_leaves_no_partial_file(small_disk, reliability_log):
+    """A write that runs out of space leaves the old output intact and no temp file, with a clear ENOSPC error."""
+    target = small_disk / "out.jsonl"
+    write_records(target, [rec(0, 0, 1)])
+    old = target.read_bytes()
+    big = [dict(rec(i, 0, 1), chosen="x" * 1000) for i in range(200)]  # ~200 KB > 64 KiB
+    with pytest.raises(OSError) as exc:
+        write_records(target, big)
+    assert exc.value.errno == errno.ENOSPC
+    assert target.read_bytes() == old
+    assert [p.name for p in small_disk.iterdir()] == ["out.jsonl"]
+    reliability_log.record("fault", "disk full (ENOSPC) during a dataset write", "OSError ENOSPC; old file intact; no temp left")
