@@ -1,0 +1,93 @@
+"""The vLLM judge: any model vLLM can load, batched, greedy, with the strict binary prompt or the 0–10 rubric."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from alignkit.judges.base import JudgeItem, Judgement
+from alignkit.judges.prompts import PROMPT_VERSION, Mode, build_messages, parse_answer
+
+
+def item_messages(item: JudgeItem, mode: Mode) -> list[dict]:
+    return build_messages(item.prompt, item.response, mode, item.context)
+
+
+def judgement_from_reply(text: str, mode: Mode, **detail: Any) -> Judgement:
+    p = parse_answer(text, mode)
+    if p.status != "ok":
+        detail["reason"] = p.reason
+    return Judgement(p.label, p.status, score=p.score, raw=text, detail=detail)  # type: ignore[arg-type]
+
+
+def make_engine(model: str, **engine_kwargs: Any):
+    """Build a ``vllm.LLM`` for ``model`` (resolved by alignkit.models), with CPU-friendly defaults.
+
+    On a CPU-only machine vLLM refuses to start without a KV-cache size, so ``VLLM_CPU_KVCACHE_SPACE`` defaults
+    to 1 GiB there; eager mode skips graph capture (faster start for short judge runs).
+    """
+    import torch
+    from vllm import LLM
+
+    from alignkit.models import resolve_model
+
+    if not torch.cuda.is_available():
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    kw = {"enforce_eager": True, "max_model_len": 2048, "seed": 0}
+    kw.update(engine_kwargs)
+    return LLM(model=resolve_model(model), **kw)
+
+
+class VLLMJudge:
+    """LLM judge on a vLLM engine. Pass ``model`` (a name for :func:`alignkit.models.resolve_model`) to build an
+    engine lazily, or ``engine`` to reuse one: a ``vllm.LLM`` (its ``chat`` is used) or an alignkit evals backend
+    (anything with ``generate(chats, SamplingConfig)``), so the eval suite can share one engine.
+    """
+
+    def __init__(self, model: str | None = None, *, engine: Any = None, mode: Mode = "binary",
+                 max_tokens: int = 16, engine_kwargs: dict | None = None, name: str | None = None):
+        if model is None and engine is None:
+            raise ValueError("VLLMJudge needs a model name or an engine")
+        if mode not in ("binary", "rubric"):
+            raise ValueError(f"mode must be 'binary' or 'rubric', got {mode!r}")
+        if max_tokens < 4:
+            raise ValueError(f"max_tokens must be >= 4 to fit a [[label]], got {max_tokens}")
+        self.model = model or getattr(engine, "model_name", None) or type(engine).__name__
+        self.mode: Mode = mode
+        self.max_tokens = max_tokens
+        self.engine_kwargs = dict(engine_kwargs or {})
+        self._engine = engine
+        self.name = name or f"vllm:{self.model}"
+        self.last_generated_tokens = 0  # for the benchmark: tokens the judge generated in its last call
+
+    @property
+    def cache_key(self) -> str:
+        return f"vllm:{os.path.basename(str(self.model).rstrip('/'))}:{self.mode}:{PROMPT_VERSION}:{self.max_tokens}"
+
+    @property
+    def engine(self):
+        if self._engine is None:
+            self._engine = make_engine(self.model, **self.engine_kwargs)
+        return self._engine
+
+    def _generate(self, chats: list[list[dict]]) -> list[str]:
+        eng = self.engine
+        if hasattr(eng, "chat") and hasattr(eng, "llm_engine"):
+            from vllm import SamplingParams
+
+            outs = eng.chat(chats, SamplingParams(temperature=0.0, max_tokens=self.max_tokens), use_tqdm=False)
+            self.last_generated_tokens = sum(len(o.outputs[0].token_ids) for o in outs)
+            return [o.outputs[0].text for o in outs]
+        from alignkit.evals.backends.base import SamplingConfig
+
+        return list(eng.generate(chats, SamplingConfig(max_new_tokens=self.max_tokens, temperature=0.0)))
+
+    def judge(self, items: list[JudgeItem]) -> list[Judgement]:
+        if not items:
+            return []
+        try:
+            texts = self._generate([item_messages(it, self.mode) for it in items])
+        except Exception as e:  # an engine failure fails the batch, counted per item, never a label
+            return [Judgement(None, "error", detail={"reason": f"{type(e).__name__}: {e}", "transient": True})
+                    for _ in items]
+        return [judgement_from_reply(t, self.mode) for t in texts]
