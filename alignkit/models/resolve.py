@@ -36,7 +36,7 @@ def models_dir() -> Path:
 @contextmanager
 def _file_lock(path: Path) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as fh:
+    with open(path, "a") as fh:  # the lock file's content is irrelevant; never truncate it
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield
