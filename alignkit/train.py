@@ -1,0 +1,110 @@
+"""Train from a recipe: ``python -m alignkit.train --config RECIPE.yaml`` (under ``accelerate launch`` or not).
+
+A recipe is one YAML mapping that TRL's parser reads into three dataclasses — :class:`ScriptArguments` (data,
+which trainer), the trainer's config class (e.g. ``FDPOConfig``) and TRL's ``ModelConfig`` (model + LoRA/QLoRA).
+The ``trainer`` key picks the trainer module from :data:`TRAINERS`; each module exposes ``CONFIG_CLASS`` and
+``run(script_args, training_args, model_args) -> dict``. :func:`train_from_config` runs one recipe in-process.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+TRAINERS: dict[str, str] = {"fdpo": "alignkit.trainers.fdpo", "f2c": "alignkit.trainers.f2c"}
+
+
+@dataclass
+class ScriptArguments:
+    """Recipe fields that are neither training nor model arguments."""
+
+    dataset_path: str = field(
+        default=None,
+        metadata={"help": "Training data: a .jsonl/.parquet file, a `datasets` save_to_disk folder, or a hub id; "
+                          "read with alignkit.data.read_records (validated)."},
+    )
+    trainer: str = field(default="fdpo", metadata={"help": f"Trainer to run, one of {sorted(TRAINERS)}."})
+    dataset_split: str = field(default="train", metadata={"help": "Split to read for a `datasets` folder/hub id."})
+    eval_dataset_path: str | None = field(default=None, metadata={"help": "Optional evaluation data (same formats)."})
+    eval_split: str = field(default="train", metadata={"help": "Split to read from `eval_dataset_path`."})
+    on_invalid: str = field(
+        default="error",
+        metadata={"help": "'error': stop at the first bad row (file, line, field); 'skip': skip bad rows, write them "
+                          "to <output_dir>/train.rejects.jsonl and count them in metrics.json."},
+    )
+    max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training rows."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Use only the first N evaluation rows."})
+
+    def __post_init__(self):
+        if self.trainer not in TRAINERS:
+            raise ValueError(f"unknown trainer {self.trainer!r}; choose from {sorted(TRAINERS)}")
+        if not self.dataset_path:
+            raise ValueError("the recipe needs `dataset_path`")
+        if self.on_invalid not in ("error", "skip"):
+            raise ValueError(f"on_invalid must be 'error' or 'skip', got {self.on_invalid!r}")
+        for name in ("max_train_samples", "max_eval_samples"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+
+
+def trainer_module(name: str):
+    """Import the trainer module registered as ``name``."""
+    if name not in TRAINERS:
+        raise ValueError(f"unknown trainer {name!r}; choose from {sorted(TRAINERS)}")
+    return importlib.import_module(TRAINERS[name])
+
+
+def load_recipe(path: str | Path) -> dict[str, Any]:
+    with open(path, encoding="utf-8") as fh:
+        recipe = yaml.safe_load(fh)
+    if not isinstance(recipe, dict):
+        raise ValueError(f"{path}: a recipe must be a YAML mapping")
+    return recipe
+
+
+def _dataclass_types(trainer: str):
+    from trl import ModelConfig
+
+    return ScriptArguments, trainer_module(trainer).CONFIG_CLASS, ModelConfig
+
+
+def parse_dict(recipe: dict[str, Any]):
+    """(script_args, training_args, model_args) from a recipe mapping; unknown keys are an error."""
+    from transformers import HfArgumentParser
+
+    recipe = dict(recipe)
+    recipe.pop("env", None)
+    parser = HfArgumentParser(_dataclass_types(recipe.get("trainer", "fdpo")))
+    return parser.parse_dict(recipe, allow_extra_keys=False)
+
+
+def train_from_config(config: str | Path | dict[str, Any], overrides: dict[str, Any] | None = None) -> dict:
+    """Run one recipe in this process (no accelerate launch). Returns the metrics dict plus ``output_dir``."""
+    recipe = load_recipe(config) if isinstance(config, (str, Path)) else dict(config)
+    recipe.update(overrides or {})
+    script_args, training_args, model_args = parse_dict(recipe)
+    return trainer_module(script_args.trainer).run(script_args, training_args, model_args)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    from trl import TrlParser
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    trainer = "fdpo"
+    if "--config" in argv:
+        trainer = load_recipe(argv[argv.index("--config") + 1]).get("trainer", trainer)
+    if "--trainer" in argv:
+        trainer = argv[argv.index("--trainer") + 1]
+    parser = TrlParser(_dataclass_types(trainer))
+    script_args, training_args, model_args = parser.parse_args_and_config(argv)
+    return trainer_module(script_args.trainer).run(script_args, training_args, model_args)
+
+
+if __name__ == "__main__":
+    main()

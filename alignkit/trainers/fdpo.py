@@ -1,0 +1,190 @@
+"""``FDPOTrainer``: TRL's ``DPOTrainer`` with the F-DPO label flip and the DPO-family losses of alignkit.losses.
+
+F-DPO (Chaduvula et al., arXiv 2601.03027; methods.md §1): flip pairs whose chosen answer is the hallucinated one,
+then train with ``−log σ(β·(m − λ·Δh))``. The trainer overrides only what F-DPO needs: dataset preparation (the
+flip), the kept columns and the collator (``h_w``/``h_l`` reach the loss), and ``compute_loss`` (the loss and the
+Δh-split metrics). Model loading, PEFT, the reference model, DeepSpeed/FSDP wiring, precomputed reference
+log-probs, checkpoints and logging stay TRL's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import torch
+from trl import DPOTrainer
+from trl.trainer.dpo_trainer import DataCollatorForPreference
+
+from alignkit.data import fdpo_flip
+from alignkit.losses import cdpo_loss, dpo_loss, fdpo_loss, ipo_loss, rdpo_loss
+from alignkit.trainers.collator import FLAG_COLUMNS, FDPODataCollator
+from alignkit.trainers.config import FDPOConfig
+
+CONFIG_CLASS = FDPOConfig
+_NON_MODEL_KEYS = {"completion_mask", "ref_chosen_logps", "ref_rejected_logps", *FLAG_COLUMNS}
+
+
+def needs_flip(dataset) -> bool:
+    """True when the data has flags and is not flipped yet (some row lacks ``flipped``)."""
+    cols = set(dataset.column_names)
+    if not {"h_w", "h_l"} <= cols:
+        return False
+    return "flipped" not in cols or any(v is None for v in dataset["flipped"])
+
+
+class FDPOTrainer(DPOTrainer):
+    """DPO trainer for the F-DPO family: ``loss_type`` picks dpo, fdpo, cdpo, rdpo or ipo (+ optional ``sft``).
+
+    Besides TRL's metrics it logs reward margins and accuracies separately for Δh = 1 and Δh = 0 pairs
+    (``rewards/margins_dh1``, ``rewards/accuracies_dh0``, …), the share of Δh = 1 pairs, and the number of flipped
+    pairs seen (``fdpo/flipped_pairs``). ``self.flip_counts`` holds how many pairs the flip swapped per split.
+    """
+
+    _tag_names = ["trl", "dpo", "alignkit", "fdpo"]
+    args: FDPOConfig
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        self.flip_counts: dict[str, int] = {}
+        super().__init__(*args, **kwargs)
+        if type(self.data_collator) is DataCollatorForPreference:
+            # TRL built its default collator; carry the flags by swapping in the subclass with the same settings.
+            fields = {f.name: getattr(self.data_collator, f.name) for f in dataclasses.fields(self.data_collator)}
+            self.data_collator = FDPODataCollator(**fields)
+        if self.args.pair_loss == "fdpo" and not {"h_w", "h_l"} <= set(self.train_dataset.column_names):
+            raise ValueError("loss_type 'fdpo' needs h_w and h_l columns in the training data")
+        self._flipped_seen = 0
+
+    # -- data ------------------------------------------------------------------------------------------------------
+    def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
+        if getattr(args, "apply_flip", False) and hasattr(dataset, "column_names") and needs_flip(dataset):
+            dataset = dataset.map(lambda row: fdpo_flip([row])[0], desc=f"F-DPO label flip ({dataset_name})")
+            self.flip_counts[dataset_name] = int(sum(dataset["flipped"]))
+        elif hasattr(dataset, "column_names") and "flipped" in dataset.column_names:
+            self.flip_counts[dataset_name] = int(sum(bool(v) for v in dataset["flipped"]))
+        return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+
+    def _set_signature_columns_if_needed(self):
+        super()._set_signature_columns_if_needed()
+        self._signature_columns = [*self._signature_columns, *FLAG_COLUMNS]
+
+    def compute_ref_log_probs(self, model, inputs):
+        # The flags are not model inputs; TRL forwards every non-mask key to the model.
+        return super().compute_ref_log_probs(model, {k: v for k, v in inputs.items() if k not in FLAG_COLUMNS})
+
+    # -- loss ------------------------------------------------------------------------------------------------------
+    def _pair_losses(self, pc, pr, rc, rr, completion_mask, flags):
+        name, beta = self.args.pair_loss, self.beta
+        if name == "dpo":
+            return dpo_loss(pc, pr, rc, rr, beta=beta)[0]
+        if name == "fdpo":
+            if "h_w" not in flags:
+                raise ValueError("loss_type 'fdpo' needs h_w/h_l in every batch")
+            return fdpo_loss(pc, pr, rc, rr, flags["h_w"], flags["h_l"], beta=beta, lam=self.args.fdpo_lambda)[0]
+        if name == "cdpo":
+            return cdpo_loss(pc, pr, rc, rr, beta=beta, eps=self.args.label_smoothing)[0]
+        if name == "rdpo":
+            return rdpo_loss(pc, pr, rc, rr, beta=beta, eps=self.args.label_smoothing)[0]
+        # IPO on length-averaged log-probs, as TRL's "ipo" and the IPO authors do.
+        lc, lr = completion_mask.sum(dim=1).clamp(min=1).to(pc.dtype).chunk(2, dim=0)
+        return ipo_loss(pc / lc, pr / lr, rc / lc, rr / lr, beta=beta)[0]
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        mode = "train" if self.model.training else "eval"
+        flags = {k: inputs[k] for k in FLAG_COLUMNS if k in inputs}
+        completion_mask = inputs["completion_mask"]
+        shift_mask = completion_mask[..., 1:]
+        model_kwargs = {k: v for k, v in inputs.items() if k not in _NON_MODEL_KEYS}
+        model_kwargs["use_cache"] = False
+        if self.aux_loss_enabled:
+            model_kwargs["output_router_logits"] = True
+        labels = inputs["input_ids"].masked_fill(completion_mask == 0, -100)
+        outputs = model(**model_kwargs, labels=labels, fused_lm_head=True)
+        seq_len = shift_mask.size(1)
+        per_token_logps = outputs.log_probs[:, -seq_len:]  # zero outside the completion
+        chosen_logps, rejected_logps = per_token_logps.sum(dim=1).chunk(2, dim=0)
+
+        if "ref_chosen_logps" in inputs:
+            ref_chosen, ref_rejected = inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]
+        else:
+            # PEFT without a ref model: TRL disables the adapter on self.model inside compute_ref_log_probs.
+            ref_chosen, ref_rejected = self.compute_ref_log_probs(
+                self.ref_model if self.ref_model is not None else self.model, inputs)
+        ref_chosen, ref_rejected = ref_chosen.to(chosen_logps.dtype), ref_rejected.to(chosen_logps.dtype)
+
+        loss = 0.0
+        for loss_type, weight in zip(self.loss_types, self.loss_weights, strict=True):
+            if loss_type == "sft":
+                chosen_mask = shift_mask.chunk(2, dim=0)[0].bool()
+                term = -per_token_logps.chunk(2, dim=0)[0][chosen_mask].mean()
+            else:
+                term = self._pair_losses(chosen_logps, rejected_logps, ref_chosen, ref_rejected,
+                                         completion_mask, flags).mean()
+            loss = loss + weight * term
+        if self.aux_loss_enabled:
+            loss = loss + self.router_aux_loss_coef * outputs.aux_loss
+
+        self._log_batch_metrics(mode, inputs, outputs, shift_mask, chosen_logps, rejected_logps,
+                                ref_chosen, ref_rejected, flags)
+        if return_outputs:
+            with torch.no_grad():  # the fused head builds no logits; compute_metrics needs them (as TRL does)
+                outputs = model(**{k: v for k, v in model_kwargs.items() if k != "output_router_logits"})
+            return loss, outputs
+        return loss
+
+    # -- metrics ---------------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def _log_batch_metrics(self, mode, inputs, outputs, shift_mask, chosen_logps, rejected_logps,
+                           ref_chosen, ref_rejected, flags):
+        acc, m = self.accelerator, self._metrics[mode]
+        seq_len = shift_mask.size(1)
+        chosen_mask, rejected_mask = shift_mask.chunk(2, dim=0)
+
+        n_tok = acc.gather_for_metrics(shift_mask.sum()).sum()
+        entropy = acc.gather_for_metrics((outputs.entropy[:, -seq_len:] * shift_mask).sum()).sum()
+        m["entropy"].append((entropy / n_tok).item() if n_tok > 0 else 0.0)
+        if mode == "train":
+            self._total_train_tokens += acc.gather_for_metrics(inputs["attention_mask"].sum()).sum().item() // self._tp_size
+        m["num_tokens"] = [self._total_train_tokens]
+        c_logits, r_logits = outputs.mean_logits[:, -seq_len:].chunk(2, dim=0)
+        for name, logits, mask in (("chosen", c_logits, chosen_mask), ("rejected", r_logits, rejected_mask)):
+            total = acc.gather_for_metrics(logits[mask.bool()].sum()).sum().item()
+            count = acc.gather_for_metrics(mask.sum()).sum().item()
+            m[f"logits/{name}"].append(total / count if count else 0.0)
+        top1 = outputs.is_top1[:, -seq_len:].chunk(2, dim=0)[0] & chosen_mask.bool()
+        correct = acc.gather_for_metrics(top1.sum()).sum()
+        total = acc.gather_for_metrics(chosen_mask.sum()).sum()
+        m["mean_token_accuracy"].append((correct / total).item() if total > 0 else 0.0)
+
+        chosen_rewards = acc.gather(self.beta * (chosen_logps - ref_chosen).detach())
+        rejected_rewards = acc.gather(self.beta * (rejected_logps - ref_rejected).detach())
+        margins = chosen_rewards - rejected_rewards
+        correct_pairs = (margins > 0).float()
+        m["rewards/chosen"].append(chosen_rewards.mean().item())
+        m["rewards/rejected"].append(rejected_rewards.mean().item())
+        m["rewards/accuracies"].append(correct_pairs.mean().item())
+        m["rewards/margins"].append(margins.mean().item())
+        m["logps/chosen"].append(acc.gather(chosen_logps.detach()).mean().item())
+        m["logps/rejected"].append(acc.gather(rejected_logps.detach()).mean().item())
+
+        if "h_w" in flags and "h_l" in flags:
+            delta_h = acc.gather(flags["h_l"] - flags["h_w"])
+            m["fdpo/dh1_fraction"].append((delta_h == 1).float().mean().item())
+            for tag, sel in (("dh1", delta_h == 1), ("dh0", delta_h == 0)):
+                if sel.any():  # averaged over the batches that contain such pairs
+                    m[f"rewards/margins_{tag}"].append(margins[sel].mean().item())
+                    m[f"rewards/accuracies_{tag}"].append(correct_pairs[sel].mean().item())
+        if "flipped" in flags:
+            flipped = int(acc.gather(flags["flipped"]).sum().item())
+            if mode == "train":
+                self._flipped_seen += flipped
+                m["fdpo/flipped_pairs"] = [self._flipped_seen]
+            else:
+                m["fdpo/flipped_pairs"].append(flipped)
+
+
+def run(script_args, training_args: FDPOConfig, model_args) -> dict:
+    """Train one F-DPO-family run from parsed recipe arguments; see :func:`alignkit.trainers.runner.run_preference`."""
+    from alignkit.trainers.runner import run_preference
+
+    return run_preference(FDPOTrainer, script_args, training_args, model_args)

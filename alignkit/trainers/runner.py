@@ -1,0 +1,136 @@
+"""Shared run logic for preference trainers: read the recipe's data, build the trainer, train (resuming), save.
+
+Output folder: the model or LoRA adapter (+ tokenizer), ``alignkit_config.yaml`` (the resolved recipe) and
+``metrics.json`` (final train/eval metrics, per-step log history, flip counts, data counts).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from alignkit.data import read_records, write_rejects
+from alignkit.trainers.config import FLAG_LOSSES
+from alignkit.trainers.distributed import init_deepspeed_comm
+from alignkit.utils import atomic_write_json, atomic_write_text
+
+logger = logging.getLogger(__name__)
+KEEP_COLUMNS = ("prompt", "chosen", "rejected", "h_w", "h_l", "flipped")
+
+
+def records_to_dataset(records: list[dict], source: str):
+    """A ``datasets.Dataset`` of the training columns. Flag columns must be on every row or on none."""
+    from datasets import Dataset
+
+    if not records:
+        raise ValueError(f"{source}: no valid records to train on")
+    columns = {}
+    for key in KEEP_COLUMNS:
+        have = sum(1 for r in records if r.get(key) is not None)
+        if have == len(records):
+            columns[key] = [r[key] for r in records]
+        elif have and key != "flipped":
+            raise ValueError(f"{source}: field '{key}' is set on {have} of {len(records)} rows; set it on all or none")
+    if "flipped" in columns:
+        columns["flipped"] = [bool(v) for v in columns["flipped"]]
+    return Dataset.from_dict(columns)
+
+
+def load_split(path: str, split: str, *, require_flags: bool, on_invalid: str, max_samples: int | None,
+               rejects_to: Path | None) -> tuple[Any, dict]:
+    res = read_records(path, on_invalid=on_invalid, require_flags=require_flags, split=split)
+    records = res.records[:max_samples] if max_samples else res.records
+    if rejects_to is not None:
+        write_rejects(rejects_to, res.rejects)
+    info = {"source": res.source, "n_read": len(res.records), "n_used": len(records), "n_rejected": res.n_rejected}
+    return records_to_dataset(records, res.source), info
+
+
+def resolve_checkpoint(resume: str | None, output_dir: str) -> str | None:
+    """``resume_from_checkpoint``: a path, or ``last``/``true``/``auto`` for the newest one; unset = the newest one
+    if the output folder has any (reruns resume)."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    if resume and resume.lower() not in ("last", "true", "auto"):
+        return resume
+    last = get_last_checkpoint(output_dir) if Path(output_dir).is_dir() else None
+    if resume and last is None:
+        logger.warning("resume_from_checkpoint=%s but %s holds no checkpoint; starting fresh", resume, output_dir)
+    return last
+
+
+def _plain(obj: Any) -> Any:
+    """JSON/YAML-safe copy (enums, paths, dtypes become strings)."""
+    return json.loads(json.dumps(obj, default=str))
+
+
+def resolved_config(script_args, training_args, model_args) -> dict:
+    from dataclasses import asdict
+
+    out = {**asdict(script_args), **asdict(model_args), **training_args.to_dict()}
+    return _plain(out)
+
+
+def run_preference(trainer_cls, script_args, training_args, model_args) -> dict:
+    """Train ``trainer_cls`` (an FDPOTrainer-like class) and write the output folder; returns the metrics dict."""
+    init_deepspeed_comm()  # before any model is loaded (ZeRO-3 zero.Init)
+    from transformers import AutoTokenizer
+    from trl import get_peft_config, get_quantization_config
+
+    from alignkit.models import resolve_model
+
+    out_dir = Path(training_args.output_dir)
+    model_path = resolve_model(model_args.model_name_or_path)
+    pair_loss = getattr(training_args, "pair_loss", None)
+    require_flags = pair_loss in FLAG_LOSSES
+    main = training_args.process_index == 0
+    train_ds, train_info = load_split(
+        script_args.dataset_path, script_args.dataset_split, require_flags=require_flags,
+        on_invalid=script_args.on_invalid, max_samples=script_args.max_train_samples,
+        rejects_to=out_dir / "train.jsonl" if main else None)
+    eval_ds, eval_info = None, None
+    if script_args.eval_dataset_path:
+        eval_ds, eval_info = load_split(
+            script_args.eval_dataset_path, script_args.eval_split, require_flags=require_flags,
+            on_invalid=script_args.on_invalid, max_samples=script_args.max_eval_samples,
+            rejects_to=out_dir / "eval.jsonl" if main else None)
+
+    if training_args.model_init_kwargs is None:
+        training_args.model_init_kwargs = {
+            k: v for k, v in {"dtype": model_args.dtype, "attn_implementation": model_args.attn_implementation,
+                              "revision": model_args.model_revision}.items() if v is not None}
+    tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=training_args.trust_remote_code)
+    trainer = trainer_cls(
+        model=model_path, args=training_args, train_dataset=train_ds, eval_dataset=eval_ds,
+        processing_class=tokenizer, peft_config=get_peft_config(model_args),
+        quantization_config=get_quantization_config(model_args))
+
+    checkpoint = resolve_checkpoint(training_args.resume_from_checkpoint, str(out_dir))
+    if checkpoint:
+        logger.info("resuming from %s", checkpoint)
+    result = trainer.train(resume_from_checkpoint=checkpoint)
+    trainer.save_model(str(out_dir))  # adapter under PEFT; gathered full weights under ZeRO-3
+
+    metrics: dict[str, Any] = {
+        "train": result.metrics,
+        "final": next((h for h in reversed(trainer.state.log_history) if "loss" in h), {}),
+        "log_history": trainer.state.log_history,
+        "flip_counts": getattr(trainer, "flip_counts", {}),
+        "data": {"train": train_info, "eval": eval_info},
+        "resumed_from": checkpoint,
+        "global_step": trainer.state.global_step,
+    }
+    if eval_ds is not None:
+        metrics["eval"] = trainer.evaluate()
+    metrics = _plain(metrics)
+    if trainer.accelerator.is_main_process:
+        config = resolved_config(script_args, training_args, model_args)
+        config["model_path_resolved"] = model_path
+        atomic_write_text(out_dir / "alignkit_config.yaml", yaml.safe_dump(config, sort_keys=True))
+        atomic_write_json(out_dir / "metrics.json", metrics)
+    trainer.accelerator.wait_for_everyone()
+    return {**metrics, "output_dir": str(out_dir)}
