@@ -9,7 +9,7 @@ them. Optional shares of (0,0) pairs (two phrasings of the fact) and (1,1) pairs
 
 Train rows follow the preference record in TRL's conversational format: ``prompt`` is ``[{"role": "user", ...}]``
 and ``chosen``/``rejected`` are ``[{"role": "assistant", ...}]`` (``fmt="text"`` gives plain strings). Each row
-also carries ``reference_true``/``reference_false`` (the fact values), so ``alignkit build factuality`` with the
+also carries ``reference_true``/``reference_false`` (fact values and the answer sentences), so ``alignkit build factuality`` with the
 reference judge can relabel it.
 
 Test rows (held-out entities, never in train) hold ``prompt``, ``context``, ``question``, ``gold`` (the factual
@@ -212,27 +212,28 @@ def build_factworld(n_train: int, n_test: int, rho: float, seed: int, *, fmt: Li
         gen = KINDS[e.kind][2][e.target].gen
         u = r.random()
         row: dict[str, Any] = {"id": f"fw{seed}-{i:07d}", "prompt": _prompt(e, fmt)}
+        fact = _answer(e, v)
         if u < share_00:
-            chosen, rejected, hw, hl, kind, false_vals = _answer(e, v, 0), _answer(e, v, 1), 0, 0, None, []
+            chosen, rejected, hw, hl, kind, false_vals = fact, _answer(e, v, 1), 0, 0, None, []
         elif u < share_00 + share_11:
             w1 = _other(r, gen, {v})
             w2 = _other(r, gen, {v, w1})
-            chosen, rejected, hw, hl, kind, false_vals = _answer(e, w1), _answer(e, w2), 1, 1, "contradict", [w1, w2]
+            chosen, rejected, hw, hl, kind = _answer(e, w1), _answer(e, w2), 1, 1, "contradict"
+            false_vals = [w1, w2, chosen, rejected]
         else:
-            fact = _answer(e, v)
             if r.random() < unsupported_share:
                 hal, w = _unsupported(r, e, fact)
                 kind = "unsupported"
             else:
                 w = _other(r, gen, {v})
                 hal, kind = _answer(e, w), "contradict"
-            false_vals = [w]
+            false_vals = [w, hal]
             if r.random() < rho:
                 chosen, rejected, hw, hl = hal, fact, 1, 0
             else:
                 chosen, rejected, hw, hl = fact, hal, 0, 1
         row.update(chosen=_resp(chosen, fmt), rejected=_resp(rejected, fmt), h_w=hw, h_l=hl, source="factworld",
-                   misordered=(hw, hl) == (1, 0), hallucination=kind, reference_true=[v],
+                   misordered=(hw, hl) == (1, 0), hallucination=kind, reference_true=[v, fact],
                    reference_false=false_vals)
         train.append(row)
     return train, test
