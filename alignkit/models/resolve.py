@@ -78,6 +78,9 @@ def build_from_gguf(gguf_file: Path, out_dir: Path) -> Path:
     # A GGUF-loaded model refuses save_pretrained: rebuild a plain model from its config and copy the weights.
     config = loaded.config
     config.torch_dtype = torch.float32
+    # The saved copy is dequantised fp32: a leftover GGUF quantization_config marks it quantized and Trainer refuses it.
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     missing, unexpected = model.load_state_dict(loaded.state_dict(), strict=False)
     # Tied embeddings may legitimately be absent from the state dict; anything else is a broken conversion.
