@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, ClassVar
 
 from alignkit.evals.backends.base import Backend, ModelSpec
@@ -42,6 +43,14 @@ class Task(ABC):
     @abstractmethod
     def run(self, backend: Backend, model: ModelSpec, cache: Any) -> TaskResult:
         """Evaluate ``model`` on this task. ``cache`` is an alignkit.evals.cache.ItemCache (or None)."""
+
+    @classmethod
+    def plot(cls, results: list[TaskResult], out_dir: Path) -> list[Path]:
+        """Task-specific figures for the report (e.g. the flip-% accuracy curve, ToF/NoF histograms), drawn from
+        ``TaskResult.extra`` of every model evaluated on this task. Write PNGs under ``out_dir`` (matplotlib, Agg
+        backend) and return their paths; the report writer embeds them. Default: none (the writer always draws
+        the per-model metric bars itself)."""
+        return []
 
 
 TASKS: dict[str, type[Task]] = {}
