@@ -84,12 +84,18 @@ def parse_dict(recipe: dict[str, Any]):
     return parser.parse_dict(recipe, allow_extra_keys=False)
 
 
-def train_from_config(config: str | Path | dict[str, Any], overrides: dict[str, Any] | None = None) -> dict:
-    """Run one recipe in this process (no accelerate launch). Returns the metrics dict plus ``output_dir``."""
+def train_from_config(config: str | Path | dict[str, Any], overrides: dict[str, Any] | None = None, *,
+                      callbacks: list | None = None) -> dict:
+    """Run one recipe in this process (no accelerate launch). Returns the metrics dict plus ``output_dir``.
+
+    ``callbacks`` (``transformers.TrainerCallback``) are passed to trainers whose ``run`` accepts them."""
     recipe = load_recipe(config) if isinstance(config, (str, Path)) else dict(config)
     recipe.update(overrides or {})
     script_args, training_args, model_args = parse_dict(recipe)
-    return trainer_module(script_args.trainer).run(script_args, training_args, model_args)
+    module = trainer_module(script_args.trainer)
+    if callbacks:
+        return module.run(script_args, training_args, model_args, callbacks=callbacks)
+    return module.run(script_args, training_args, model_args)
 
 
 def main(argv: list[str] | None = None) -> dict:

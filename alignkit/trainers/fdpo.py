@@ -183,8 +183,8 @@ class FDPOTrainer(DPOTrainer):
                 m["fdpo/flipped_pairs"].append(flipped)
 
 
-def run(script_args, training_args: FDPOConfig, model_args) -> dict:
+def run(script_args, training_args: FDPOConfig, model_args, callbacks: list | None = None) -> dict:
     """Train one F-DPO-family run from parsed recipe arguments; see :func:`alignkit.trainers.runner.run_preference`."""
     from alignkit.trainers.runner import run_preference
 
-    return run_preference(FDPOTrainer, script_args, training_args, model_args)
+    return run_preference(FDPOTrainer, script_args, training_args, model_args, callbacks=callbacks)

@@ -75,8 +75,9 @@ def resolved_config(script_args, training_args, model_args) -> dict:
     return _plain(out)
 
 
-def run_preference(trainer_cls, script_args, training_args, model_args) -> dict:
-    """Train ``trainer_cls`` (an FDPOTrainer-like class) and write the output folder; returns the metrics dict."""
+def run_preference(trainer_cls, script_args, training_args, model_args, callbacks: list | None = None) -> dict:
+    """Train ``trainer_cls`` (an FDPOTrainer-like class) and write the output folder; returns the metrics dict.
+    ``callbacks`` are extra ``transformers.TrainerCallback`` objects (e.g. to stop early)."""
     init_deepspeed_comm()  # before any model is loaded (ZeRO-3 zero.Init)
     from transformers import AutoTokenizer
     from trl import get_peft_config, get_quantization_config
@@ -107,7 +108,7 @@ def run_preference(trainer_cls, script_args, training_args, model_args) -> dict:
     trainer = trainer_cls(
         model=model_path, args=training_args, train_dataset=train_ds, eval_dataset=eval_ds,
         processing_class=tokenizer, peft_config=get_peft_config(model_args),
-        quantization_config=get_quantization_config(model_args))
+        quantization_config=get_quantization_config(model_args), callbacks=callbacks)
 
     checkpoint = resolve_checkpoint(training_args.resume_from_checkpoint, str(out_dir))
     if checkpoint:

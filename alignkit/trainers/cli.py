@@ -1,0 +1,53 @@
+"""``alignkit train RECIPE.yaml [--accelerate-config FILE] [--num-processes N] [-- RECIPE OVERRIDES]``.
+
+Builds and runs ``accelerate launch [--config_file FILE] -m alignkit.train --config RECIPE.yaml``, so the two forms
+run the same code. Without a visible CUDA device it adds ``--cpu --mixed_precision no`` (DeepSpeed then uses its CPU
+accelerator over gloo). Arguments after ``--`` go to the recipe parser (e.g. ``-- --max_steps 5``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+
+def launch_command(recipe: str, accelerate_config: str | None = None, num_processes: int | None = None,
+                   extra: list[str] | None = None, cpu: bool | None = None) -> list[str]:
+    """The ``accelerate launch`` argv for a recipe (no shell involved)."""
+    if cpu is None:
+        import torch
+
+        cpu = not torch.cuda.is_available()
+    cmd = [sys.executable, "-m", "accelerate.commands.launch"]
+    if accelerate_config:
+        cmd += ["--config_file", str(accelerate_config)]
+    if num_processes is not None:
+        cmd += ["--num_processes", str(num_processes)]
+    if cpu:
+        cmd += ["--cpu", "--mixed_precision", "no"]
+    cmd += ["-m", "alignkit.train", "--config", str(recipe), *(extra or [])]
+    return cmd
+
+
+def _train(args: argparse.Namespace) -> int:
+    if not Path(args.recipe).is_file():
+        print(f"error: recipe {args.recipe} not found", file=sys.stderr)
+        return 2
+    if args.accelerate_config and not Path(args.accelerate_config).is_file():
+        print(f"error: accelerate config {args.accelerate_config} not found", file=sys.stderr)
+        return 2
+    extra = [a for a in args.overrides if a != "--"]
+    cmd = launch_command(args.recipe, args.accelerate_config, args.num_processes, extra)
+    print("+ " + " ".join(cmd), flush=True)
+    return subprocess.call(cmd)
+
+
+def register(sub: argparse._SubParsersAction, name: str, help_text: str) -> None:
+    p = sub.add_parser(name, help=help_text, description=__doc__.splitlines()[0])
+    p.add_argument("recipe", help="recipe YAML (recipes/<model>/<method>.yaml)")
+    p.add_argument("--accelerate-config", default=None, help="accelerate config (accelerate_configs/*.yaml)")
+    p.add_argument("--num-processes", type=int, default=None, help="override the config's process count")
+    p.add_argument("overrides", nargs=argparse.REMAINDER, help="-- then recipe overrides, e.g. -- --max_steps 5")
+    p.set_defaults(func=_train)
