@@ -1,0 +1,148 @@
+"""Judges on real vLLM: the OpenAI-compatible server (``python -m vllm.entrypoints.openai.api_server``) on
+127.0.0.1 with the tiny random model, and the in-process ``vllm:MODEL`` judge plus the LLM rewrite sharing one
+engine (run in a subprocess: vLLM changes process-wide torch thread settings, which must not leak into pytest).
+
+A random tiny model does not write ``[[0]]``/``[[1]]``: these tests check the plumbing end to end — every reply
+arrives, is parsed, and an unparsable one is counted as a parse error, never turned into a label.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+from collections import deque
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SECRET = "sk-vllm-test-key-0000-never-log"
+pytestmark = [pytest.mark.slow, pytest.mark.vllm]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def vllm_server(tiny_model):
+    port = _free_port()
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_API_KEY": SECRET}
+    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", tiny_model,
+           "--served-model-name", "tiny", "--host", "127.0.0.1", "--port", str(port), "--enforce-eager",
+           "--max-model-len", "1024"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    ready, tail = threading.Event(), deque(maxlen=40)
+
+    def watch():
+        for line in proc.stdout:  # type: ignore[union-attr]
+            tail.append(line)
+            if "Application startup complete" in line:
+                ready.set()
+        ready.set()  # EOF: the server died; the poll below tells which
+
+    threading.Thread(target=watch, daemon=True).start()
+    try:
+        ready.wait(300)
+        if proc.poll() is not None or not ready.is_set():
+            pytest.fail("vLLM server did not start:\n" + "".join(tail))
+        yield f"http://127.0.0.1:{port}", tail
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def test_openai_judge_through_a_real_vllm_server(vllm_server, tmp_path, monkeypatch):
+    from alignkit.builders.factuality import main
+    from alignkit.judges import JudgeItem, OpenAIJudge, run_judge
+
+    url, tail = vllm_server
+    monkeypatch.setenv("ALIGNKIT_VLLM_KEY", SECRET)
+    judge = OpenAIJudge(url, api_key_env="ALIGNKIT_VLLM_KEY", max_tokens=8, backoff=0.05, concurrency=4)
+    assert judge.resolved_model() == "tiny"  # discovered from /v1/models
+    items = [JudgeItem(f"What is {i} + {i}?", f"It is {2 * i + (i % 2)}.") for i in range(6)]
+    out, stats = run_judge(judge, items, cache=tmp_path / "c.jsonl", progress=False)
+    assert stats["judged"] == 6 and set(stats["status"]) <= {"ok", "parse_error"}
+    for j in out:
+        assert j.status in ("ok", "parse_error") and j.detail["attempts"] >= 1
+        assert (j.label is None) == (j.status == "parse_error")
+        assert j.raw != "" or j.status == "parse_error"
+
+    # without the key the server answers 401: an error at once (not retried), never a label
+    monkeypatch.delenv("ALIGNKIT_VLLM_KEY")
+    denied = OpenAIJudge(url, model="tiny", api_key_env="ALIGNKIT_VLLM_KEY", max_retries=3).judge([items[0]])[0]
+    assert (denied.status, denied.label, denied.detail["attempts"]) == ("error", None, 1)
+    assert "401" in denied.detail["reason"]
+
+    # the labelling builder through the server: failures are counted in the card; the key appears nowhere
+    monkeypatch.setenv("ALIGNKIT_VLLM_KEY", SECRET)
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("".join(json.dumps({"id": f"p{i}", "prompt": f"Name a colour ({i}).", "chosen": "Blue.",
+                                        "rejected": f"Number {i}."}) + "\n" for i in range(3)))
+    outp = tmp_path / "out" / "lab.jsonl"
+    summary = main({"input": str(data), "output": str(outp), "judge": f"openai:{url}",
+                    "judge_kwargs": {"api_key_env": "ALIGNKIT_VLLM_KEY", "max_tokens": 8}}, progress=False)
+    card = json.loads((tmp_path / "out" / "lab.card.json").read_text())
+    assert summary["written"] + summary["rejected"] == 3
+    assert sum(card["judge"]["status"].values()) == 6 and card["rejected"]["n"] == summary["rejected"]
+    for f in (tmp_path / "out").iterdir():
+        assert SECRET.encode() not in f.read_bytes(), f
+    assert SECRET not in "".join(tail)
+
+
+def _engine_check(model: str, out_path: str) -> None:
+    """Run in a subprocess: one engine shared by the binary judge, the rubric judge and the LLM rewrite."""
+    from alignkit.builders.hallucinate import llm_variants
+    from alignkit.judges import JudgeItem, VLLMJudge, make_engine, run_judge
+
+    engine = make_engine(model, max_model_len=1024)
+    items = [JudgeItem(f"What is {i} + {i}?", f"It is {2 * i}.", context=f"{i} + {i} = {2 * i}") for i in range(5)]
+    result = {}
+    for mode in ("binary", "rubric"):
+        judge = VLLMJudge(model, engine=engine, mode=mode, max_tokens=8)
+        js, stats = run_judge(judge, items, progress=False)
+        result[mode] = {"judgements": [j.as_dict() for j in js], "stats": stats,
+                        "tokens": judge.last_generated_tokens, "key": judge.cache_key}
+    recs = [{"id": f"r{i}", "prompt": "When was Velmora founded?", "chosen": f"Velmora was founded in {1800 + i}.",
+             "rejected": "x", "h_w": 0, "h_l": 1} for i in range(3)]
+    pairs, rejects = llm_variants(recs, model=model, engine=engine, max_tokens=24)
+    result["rewrite"] = {"pairs": pairs, "rejects": rejects}
+    Path(out_path).write_text(json.dumps(result))
+
+
+def test_vllm_engine_judge_and_llm_rewrite(tiny_model, tmp_path):
+    out = tmp_path / "result.json"
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}
+    p = subprocess.run([sys.executable, __file__, tiny_model, str(out)], cwd=REPO, env=env, capture_output=True,
+                       text=True, timeout=400)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    res = json.loads(out.read_text())
+    for mode in ("binary", "rubric"):
+        r = res[mode]
+        assert r["stats"]["judged"] == 5 and r["tokens"] > 0 and f":{mode}:" in r["key"]
+        for j in r["judgements"]:
+            assert j["status"] in ("ok", "parse_error")
+            assert (j["label"] is None) == (j["status"] == "parse_error")
+            if mode == "rubric" and j["status"] == "ok":
+                assert 0 <= j["score"] <= 10
+    rw = res["rewrite"]
+    assert len(rw["pairs"]) + len(rw["rejects"]) == 3
+    for p_ in rw["pairs"]:
+        assert (p_["h_w"], p_["h_l"]) == (1, 0) and p_["rejected"].startswith("Velmora was founded in 18")
+        assert p_["chosen"] != p_["rejected"] and p_["source"] == "hallucinate:llm"
+    for r in rw["rejects"]:
+        assert r["reason"] in ("empty rewrite", "rewrite identical to the original")
+
+
+if __name__ == "__main__":
+    _engine_check(sys.argv[1], sys.argv[2])
