@@ -28,6 +28,7 @@ BUILDERS: dict[str, str] = {
     "factuality": "alignkit.builders.factuality:main",
     "hallucinate": "alignkit.builders.hallucinate:main",
     "fdpo-mix": "alignkit.builders.fdpo_mix:main",
+    "consistency": "alignkit.builders.consistency:main",
 }
 
 

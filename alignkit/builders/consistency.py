@@ -13,7 +13,6 @@ environment. Output: one JSONL row per example plus a dataset card beside it::
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import random
@@ -194,30 +193,11 @@ def build_consistency(cfg: ConsistencyBuildConfig) -> dict[str, Any]:
     return {"n": len(records), **extra}
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", required=True, help="SuperGLUE-style JSONL with a 'split' column")
-    parser.add_argument("--templates", required=True, help="templates.yaml or '<dataset>/<subset>'")
-    parser.add_argument("--output", required=True, help="output JSONL (card written beside it)")
-    parser.add_argument("--split", default="train")
-    parser.add_argument("--n", type=int, default=None, help="sample this many examples (seeded)")
-    parser.add_argument("--formats", nargs="+", default=None, help="template names to use")
-    parser.add_argument("--heldout", nargs="+", default=["0"],
-                        help="held-out formats: a number (drawn by seed) or template names")
-    parser.add_argument("--all-templates", action="store_true", help="include original_task: false templates")
-    parser.add_argument("--seed", type=int, default=0)
+CONFIG_CLASS = ConsistencyBuildConfig
 
 
-def config_from_args(args: argparse.Namespace) -> ConsistencyBuildConfig:
-    heldout: list[str] | int = args.heldout
-    if len(args.heldout) == 1 and args.heldout[0].isdigit():
-        heldout = int(args.heldout[0])
-    return ConsistencyBuildConfig(data=args.data, templates=args.templates, output=args.output, split=args.split,
-                                  n=args.n, formats=args.formats, heldout=heldout, all_templates=args.all_templates,
-                                  seed=args.seed)
+def main(config: dict[str, Any], *, progress: bool = True) -> dict[str, Any]:
+    """``alignkit build consistency`` entry (registry contract in alignkit/builders/cli.py)."""
+    from alignkit.builders.common import config_from_dict
 
-
-def main(args: argparse.Namespace) -> int:
-    info = build_consistency(config_from_args(args))
-    print(f"wrote {info['n']} examples to {args.output}: {len(info['formats'])} training formats, "
-          f"{len(info['heldout_formats'])} held out")
-    return 0
+    return build_consistency(config_from_dict(ConsistencyBuildConfig, config))

@@ -266,49 +266,39 @@ def load_consistency_set(path: str, args: F2CConfig, split: str = "train") -> li
     return rows
 
 
-def _init_distributed_if_zero3(training_args: F2CConfig) -> None:
-    """ZeRO-3 partitions weights at load time (zero.Init), which needs DeepSpeed's process group first."""
-    try:
-        from alignkit.train import init_distributed_for_zero3  # the shared helper, when present
-    except ImportError:
-        init_distributed_for_zero3 = None
-    if init_distributed_for_zero3 is not None:
-        init_distributed_for_zero3(training_args)
-        return
-    from transformers.integrations import is_deepspeed_zero3_enabled
-
-    if is_deepspeed_zero3_enabled():
-        import deepspeed
-
-        deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo")
-
-
-def run(script_args: Any, training_args: F2CConfig, model_args: Any) -> dict:
-    """Train F²C from a recipe: ``script_args.dataset_name`` (a consistency set, or raw SuperGLUE JSONL with
-    ``consistency_templates``), ``model_args`` a TRL ``ModelConfig`` (``use_peft`` for LoRA). Saves the model (or
-    adapter) and tokenizer to ``output_dir``; returns the train metrics."""
+def run(script_args: Any, training_args: F2CConfig, model_args: Any, callbacks: list | None = None) -> dict:
+    """Train F²C from a recipe (alignkit.train): ``script_args.dataset_path`` is a consistency set, or raw SuperGLUE
+    JSONL with ``consistency_templates``; ``model_args`` a TRL ``ModelConfig`` (``use_peft`` for LoRA). Saves the
+    model (or adapter), tokenizer and ``metrics.json`` to ``output_dir``; returns the train metrics."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import get_peft_config
 
     from alignkit.models import resolve_model
+    from alignkit.trainers.distributed import init_deepspeed_comm
+    from alignkit.utils import atomic_write_json
 
-    _init_distributed_if_zero3(training_args)
+    init_deepspeed_comm()  # before any from_pretrained: ZeRO-3's zero.Init needs the comm group
     path = resolve_model(model_args.model_name_or_path)
     trust = bool(getattr(model_args, "trust_remote_code", False))
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust)
     dtype = getattr(model_args, "dtype", None)
     model = AutoModelForCausalLM.from_pretrained(
         path, dtype=getattr(torch, dtype) if dtype not in (None, "auto") else "auto", trust_remote_code=trust)
-    split = getattr(script_args, "dataset_train_split", "train") or "train"
-    train = load_consistency_set(script_args.dataset_name, training_args, split)
+    train = load_consistency_set(script_args.dataset_path, training_args, script_args.dataset_split or "train")
+    if script_args.max_train_samples:
+        train = train[: script_args.max_train_samples]
     peft_config = get_peft_config(model_args)
     if peft_config is not None:
         from peft import get_peft_model
 
         model = get_peft_model(model, peft_config)
-    trainer = F2CTrainer(model=model, args=training_args, train_dataset=train, processing_class=tokenizer)
+    trainer = F2CTrainer(model=model, args=training_args, train_dataset=train, processing_class=tokenizer,
+                         callbacks=callbacks)
     result = trainer.train()
     trainer.save_model(training_args.output_dir)
+    metrics = {**result.metrics, "n_examples": len(train)}
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(training_args.output_dir)
-    return {**result.metrics, "output_dir": training_args.output_dir, "n_examples": len(train)}
+        atomic_write_json(Path(training_args.output_dir) / "metrics.json",
+                          {**metrics, "log_history": trainer.state.log_history})
+    return {**metrics, "output_dir": training_args.output_dir}
