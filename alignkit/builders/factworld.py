@@ -233,7 +233,8 @@ def build_factworld(n_train: int, n_test: int, rho: float, seed: int, *, fmt: Li
             else:
                 chosen, rejected, hw, hl = fact, hal, 0, 1
         row.update(chosen=_resp(chosen, fmt), rejected=_resp(rejected, fmt), h_w=hw, h_l=hl, source="factworld",
-                   misordered=(hw, hl) == (1, 0), hallucination=kind, reference_true=[v, fact],
+                   misordered=(hw, hl) == (1, 0), hallucination=kind, entity=e.name, attribute=e.target,
+                   reference_true=[v, fact],
                    reference_false=false_vals)
         train.append(row)
     return train, test
