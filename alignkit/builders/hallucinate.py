@@ -84,9 +84,16 @@ def entity_spans(text: str) -> list[tuple[int, int, str]]:
     """Capitalised spans that do not start a sentence (a sentence-initial word is capitalised anyway)."""
     out = []
     for m in _CAPSPAN.finditer(text):
-        if _SENT_START.search(text[: m.start()]) or m.group() in _MONTHS or m.group() in _UNIT_MAP:
+        start, span = m.start(), m.group()
+        if _SENT_START.search(text[:start]):
+            # "The Seine ..." at a sentence start: the first word is capitalised anyway, the rest is a name
+            first = re.match(r"[A-Z][a-z]+\s+(?:of\s+)?", span)
+            if not first or first.end() == len(span):
+                continue
+            start, span = start + first.end(), span[first.end():]
+        if span in _MONTHS or span in _UNIT_MAP:
             continue
-        out.append((m.start(), m.end(), m.group()))
+        out.append((start, start + len(span), span))
     return out
 
 
