@@ -1,0 +1,148 @@
+"""Run an eval suite: models × tasks, one backend per base model (one vLLM engine serves every LoRA adapter of that
+base), per-item results cached under ``OUT/cache/`` so a rerun after a crash continues where it stopped.
+
+A suite is a YAML file (``evals/quick.yaml``)::
+
+    name: quick
+    version: 1
+    backend: vllm                 # or hf; the CLI's --backend overrides it
+    backend_options:              # passed to the backend class (per-backend sub-dicts: vllm: {...}, hf: {...})
+      vllm: {max_model_len: 1024}
+      hf: {batch_size: 8}
+    tasks:
+      - task: truthfulqa_mc       # a registered task name; the other keys are the task's config
+        limit: 40
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from alignkit.evals.backends import BACKENDS, get_backend
+from alignkit.evals.backends.base import ModelSpec
+from alignkit.evals.cache import ItemCache
+from alignkit.evals.report import write_report
+from alignkit.evals.tasks import TASKS, TaskResult, get_task
+
+_LABEL = re.compile(r"^[A-Za-z0-9][\w.\-]*$")
+
+
+@dataclass
+class TaskSpec:
+    task: str = field(metadata={"help": "registered task name (alignkit.evals.tasks.TASKS)"})
+    config: dict[str, Any] = field(default_factory=dict, metadata={"help": "the task's own options"})
+
+
+@dataclass
+class Suite:
+    name: str = field(metadata={"help": "suite name, shown in the report"})
+    tasks: list[TaskSpec] = field(metadata={"help": "tasks to run, in order"})
+    version: int = field(default=1, metadata={"help": "bump when the suite's meaning changes"})
+    backend: str = field(default="vllm", metadata={"help": "vllm (default) or hf"})
+    backend_options: dict[str, dict[str, Any]] = field(
+        default_factory=dict, metadata={"help": "per-backend keyword options, e.g. {vllm: {max_model_len: 1024}}"})
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ValueError(f"suite {self.name!r}: backend must be one of {BACKENDS}, got {self.backend!r}")
+        if not self.tasks:
+            raise ValueError(f"suite {self.name!r} lists no tasks")
+        for t in self.tasks:
+            if t.task not in TASKS:
+                raise ValueError(f"suite {self.name!r}: unknown task {t.task!r}; known: {sorted(TASKS)}")
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "Suite":
+        path = Path(path)
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+        if not isinstance(doc, dict):
+            raise ValueError(f"{path}: a suite must be a YAML mapping")
+        unknown = set(doc) - {"name", "version", "backend", "backend_options", "tasks", "description"}
+        if unknown:
+            raise ValueError(f"{path}: unknown suite keys {sorted(unknown)}")
+        tasks = []
+        for i, t in enumerate(doc.get("tasks") or []):
+            if not isinstance(t, dict) or "task" not in t:
+                raise ValueError(f"{path}: tasks[{i}] needs a 'task' key")
+            cfg = dict(t)
+            tasks.append(TaskSpec(task=cfg.pop("task"), config=cfg))
+        try:
+            return cls(name=doc.get("name", path.stem), tasks=tasks, version=int(doc.get("version", 1)),
+                       backend=doc.get("backend", "vllm"), backend_options=doc.get("backend_options") or {})
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from exc
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "version": self.version, "backend": self.backend,
+                "tasks": [{"task": t.task, **t.config} for t in self.tasks]}
+
+
+def parse_model(arg: str, adapter_base: str | None = None) -> ModelSpec:
+    """``LABEL=SPEC`` (or just SPEC, labelled by its name). SPEC is a model name/dir for ``resolve_model``, a LoRA
+    adapter dir (has ``adapter_config.json``; its base is ``adapter_base`` or the adapter's
+    ``base_model_name_or_path``), or ``BASE+ADAPTER_DIR``."""
+    label, sep, spec = arg.partition("=")
+    if not sep:
+        spec, label = arg, Path(arg.rstrip("/")).name
+    if not _LABEL.match(label):
+        raise ValueError(f"--model {arg!r}: the label must be letters, digits, '.', '_' or '-'")
+    base, plus, adapter = spec.partition("+")
+    if plus:
+        return ModelSpec(label, base, str(Path(adapter).resolve()))
+    cfg = Path(spec) / "adapter_config.json"
+    if cfg.is_file():
+        base_name = adapter_base or json.loads(cfg.read_text()).get("base_model_name_or_path")
+        if not base_name:
+            raise ValueError(f"{cfg}: no base_model_name_or_path; pass the base with BASE+{spec}")
+        return ModelSpec(label, base_name, str(Path(spec).resolve()))
+    return ModelSpec(label, spec)
+
+
+def run_suite(suite: Suite, models: list[ModelSpec], out_dir: str | Path, *, backend: str | None = None,
+              limit: int | None = None, progress: bool = True) -> list[TaskResult]:
+    """Evaluate every model on every task of ``suite`` and write the report under ``out_dir``."""
+    from alignkit.models import resolve_model
+
+    if not models:
+        raise ValueError("no models to evaluate")
+    labels = [m.label for m in models]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"model labels must be unique, got {labels}")
+    backend_name = backend or suite.backend
+    if backend_name not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend_name!r}")
+    out = Path(out_dir)
+    cache = ItemCache(out / "cache" / "items.jsonl")
+    groups: dict[str, list[ModelSpec]] = {}
+    for m in models:
+        groups.setdefault(resolve_model(m.base), []).append(m)
+    results: dict[tuple[str, str], TaskResult] = {}
+    options = dict(suite.backend_options.get(backend_name) or {})
+    for base_path, group in groups.items():
+        opts = dict(options, progress=progress)
+        if backend_name == "vllm":
+            opts["enable_lora"] = any(m.adapter for m in group)
+        engine = get_backend(backend_name, base_path, **opts)
+        try:
+            for spec in suite.tasks:
+                cfg = dict(spec.config, progress=progress)
+                if limit:
+                    cfg["limit"] = min(limit, cfg.get("limit") or limit)
+                task = get_task(spec.task, **cfg)
+                for m in group:
+                    results[(spec.task, m.label)] = task.run(engine, m, cache)
+        finally:
+            close = getattr(engine, "close", None)
+            if close:
+                close()
+    ordered = [results[(t.task, m.label)] for t in suite.tasks for m in models]
+    write_report(ordered, out, suite=dict(suite.as_dict(), backend=backend_name),
+                 models=[{"label": m.label, "base": m.base, "adapter": m.adapter} for m in models],
+                 title=f"alignkit eval — {suite.name}")
+    return ordered
