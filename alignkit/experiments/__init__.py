@@ -1,0 +1,1 @@
+"""Multi-run experiments built from the other stages (data → train → eval), e.g. the noise-robustness sweep."""
