@@ -3,3 +3,4 @@
 from alignkit.evals.tasks.base import TASKS, Metric, Task, TaskResult, get_task, register_task  # noqa: F401
 from alignkit.evals.tasks import truthfulqa  # noqa: E402,F401
 from alignkit.evals.tasks import hallucination  # noqa: E402,F401
+from alignkit.evals.tasks import consistency  # noqa: E402,F401

@@ -1,0 +1,162 @@
+"""F2CTrainer on a tiny random Llama: batching, one forward per step, the all-skipped graph, LoRA training, and a
+2-process DeepSpeed ZeRO-3 run through the documented launch line."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from alignkit.trainers.f2c import F2CCollator, F2CConfig, F2CTrainer, answer_logprobs, sequence_scores
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _fmt(name, prompt, choices):
+    return {"name": name, "template_id": name, "prompt": prompt, "choices": choices}
+
+
+def always_skipped(i):
+    # the same prompt with the choice order swapped: the two formats always vote for different indices, 1-1 at K=2
+    p = f"Premise {i}: the cat sat on the mat. Is the mat under the cat? Answer yes or no."
+    return {"id": f"skip-{i}", "label": 0, "formats": [_fmt("a", p, ["Yes", "No"]), _fmt("b", p, ["No", "Yes"])]}
+
+
+def always_agreeing(i, k=2):
+    # identical formats always agree: a strict majority at any K
+    p = f"Premise {i}: rain fell all night. Question: was the ground wet in the morning? True or false?"
+    return {"id": f"agree-{i}", "label": 0, "formats": [_fmt(f"f{j}", p, ["True", "False maybe"]) for j in range(k)]}
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    return AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32), AutoTokenizer.from_pretrained(tiny_model)
+
+
+def _trainer(model, tok, tmp_path, rows, **kw):
+    args = F2CConfig(output_dir=str(tmp_path / "out"), report_to=[], use_cpu=True, save_strategy="no",
+                     per_device_train_batch_size=2, logging_steps=1, dataloader_pin_memory=False, **kw)
+    return F2CTrainer(model=model, args=args, train_dataset=rows, processing_class=tok)
+
+
+def test_collator_positions_point_at_answer_tokens(tiny):
+    _, tok = tiny
+    batch = F2CCollator(tok)([always_agreeing(0, k=3), always_agreeing(1, k=3)])
+    assert batch["shape"].tolist() == [2, 3, 2]
+    assert batch["input_ids"].shape[0] == 12
+    for i in range(12):
+        n = int(batch["answer_mask"][i].sum())
+        pos = batch["answer_pos"][i, :n]
+        assert torch.equal(batch["input_ids"][i, pos + 1], batch["answer_ids"][i, :n])
+        assert int(batch["attention_mask"][i].sum()) == int(pos[-1]) + 2  # the answer ends the sequence
+    assert int(batch["answer_mask"][1].sum()) > int(batch["answer_mask"][0].sum())  # "False maybe" is longer
+    with pytest.raises(ValueError, match="batch"):
+        F2CCollator(tok)([always_agreeing(0, k=3), always_agreeing(1, k=2)])
+
+
+def test_padded_batch_scores_equal_one_by_one_scores(tiny):
+    model, tok = tiny
+    batch = F2CCollator(tok)([always_skipped(0), always_agreeing(1)])
+    with torch.no_grad():
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        _, tok_lp = answer_logprobs(logits, batch["answer_pos"], batch["answer_ids"])
+        batched = sequence_scores(tok_lp, batch["answer_mask"])
+        for i in range(batch["input_ids"].shape[0]):
+            n = int(batch["attention_mask"][i].sum())
+            one = {k: batch[k][i: i + 1] for k in ("answer_pos", "answer_ids", "answer_mask")}
+            lg = model(input_ids=batch["input_ids"][i: i + 1, :n]).logits
+            _, lp = answer_logprobs(lg, one["answer_pos"], one["answer_ids"])
+            assert sequence_scores(lp, one["answer_mask"]).item() == pytest.approx(batched[i].item(), abs=1e-4)
+
+
+def test_one_forward_per_step_and_all_skipped_batch_still_backprops(tiny, tmp_path):
+    model, tok = tiny
+    tr = _trainer(model, tok, tmp_path, [always_skipped(0)])
+    model.train()  # as inside Trainer.train (metrics go to the "train" bucket)
+    calls = []
+    h = model.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        mixed = tr._prepare_inputs(tr.data_collator([always_skipped(0), always_agreeing(1)]))
+        loss = tr.compute_loss(model, mixed)
+        assert len(calls) == 1
+        assert [c.skip for c in tr.last_controls] == [True, False] and tr.last_controls[1].label == 0
+        assert loss.item() > 0
+        skipped = tr._prepare_inputs(tr.data_collator([always_skipped(2), always_skipped(3)]))
+        loss = tr.compute_loss(model, skipped)
+        assert len(calls) == 2
+        assert all(c.skip for c in tr.last_controls)
+        assert loss.item() == 0.0 and loss.requires_grad
+        model.zero_grad()
+        loss.backward()
+        grads = [p.grad for p in model.parameters() if p.requires_grad]
+        assert all(g is not None and torch.count_nonzero(g) == 0 for g in grads)
+    finally:
+        h.remove()
+        model.zero_grad()
+    assert tr._metrics["train"]["f2c/skipped"] == [0.5, 1.0]
+
+
+def test_lora_training_updates_adapter_and_logs(tiny_model, tmp_path):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32),
+                           LoraConfig(r=4, lora_alpha=8, target_modules="all-linear"))
+    before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    rows = [always_agreeing(i, k=4) for i in range(4)]
+    for r in rows:  # make the formats differ so there is a teacher/student split to learn from
+        for j, f in enumerate(r["formats"]):
+            f["prompt"] = f"Format {j}. " * (j + 1) + f["prompt"]
+    tr = _trainer(model, tok, tmp_path, rows, max_steps=4, learning_rate=5e-3, tau=1e9)
+    tr.train()
+    logs = [h for h in tr.state.log_history if "loss" in h]
+    assert len(logs) == 4 and all(math.isfinite(h["loss"]) for h in logs)
+    assert all(0 <= h["f2c/agreement"] <= 100 and "f2c/cce" in h and "f2c/skipped" in h for h in logs)
+    moved = max((p.detach() - before[n]).abs().max().item() for n, p in model.named_parameters() if n in before)
+    assert moved > 0
+    assert logs[-1]["f2c/cce"] < logs[0]["f2c/cce"]  # same 4 examples every 2 steps: CCE on the consensus falls
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_two_process_zero3_f2c(tiny_model, tmp_path, shared_data):
+    from alignkit.builders.consistency import ConsistencyBuildConfig, build_consistency
+    from transformers import AutoModelForCausalLM
+
+    data = tmp_path / "rte.jsonl"
+    build_consistency(ConsistencyBuildConfig(data=str(shared_data / "consistency" / "rte.jsonl"),
+                                             templates="super_glue/rte", output=str(data), n=4, heldout=7, seed=0))
+    with open(data, "a", encoding="utf-8") as fh:  # some examples that are always skipped: ranks must not hang
+        for i in range(4):
+            fh.write(json.dumps(always_skipped(i)) + "\n")
+    out = tmp_path / "out"
+    recipe = {"trainer": "f2c", "model_name_or_path": tiny_model, "dataset_path": str(data), "output_dir": str(out),
+              "max_steps": 4, "per_device_train_batch_size": 1, "learning_rate": 1e-3, "max_length": 128,
+              "logging_steps": 1, "report_to": "none", "save_strategy": "no", "seed": 0,
+              "dataloader_pin_memory": False, "lr_scheduler_type": "constant"}
+    recipe_path = tmp_path / "recipe.yaml"
+    recipe_path.write_text(yaml.safe_dump(recipe), encoding="utf-8")
+    from alignkit.trainers.cli import launch_command
+
+    cmd = launch_command(str(recipe_path), str(REPO / "accelerate_configs" / "zero3.yaml"), num_processes=2, cpu=True)
+    env = dict(os.environ, OMP_NUM_THREADS="1", TQDM_DISABLE="1")
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    logs = [h for h in metrics["log_history"] if "loss" in h]
+    assert len(logs) == 4 and all(math.isfinite(h["loss"]) for h in logs)
+    assert all("f2c/skipped" in h and "f2c/agreement" in h for h in logs)
+    trained = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32)
+    start = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
+    sd_t, sd_s = trained.state_dict(), start.state_dict()
+    assert all(sd_t[k].shape == sd_s[k].shape and torch.isfinite(sd_t[k]).all() for k in sd_s)  # gathered on save
+    assert max((sd_t[k] - sd_s[k]).abs().max().item() for k in sd_s) > 1e-4
