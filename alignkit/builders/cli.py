@@ -29,6 +29,9 @@ BUILDERS: dict[str, str] = {
     "hallucinate": "alignkit.builders.hallucinate:main",
     "fdpo-mix": "alignkit.builders.fdpo_mix:main",
     "consistency": "alignkit.builders.consistency:main",
+    "truthfulqa-pairs": "alignkit.builders.truthfulqa:main",
+    "icl": "alignkit.builders.icl:main",
+    "sycophancy": "alignkit.builders.sycophancy:main",
 }
 
 

@@ -21,6 +21,7 @@ from typing import Any, Sequence
 
 from tqdm.auto import tqdm
 
+from alignkit.builders.common import config_from_dict
 from alignkit.data.card import write_card
 from alignkit.data.io import write_jsonl, write_rejects
 from alignkit.data.schema import DataError
@@ -325,3 +326,12 @@ def build_icl(config: ICLSetConfig, *, progress: bool = True) -> dict[str, Any]:
     write_card(config.output, records, builder=f"icl.{config.kind}", config=asdict(config), rejects=rejects,
                extra={"datasets": per_dataset})
     return {"written": len(records), "rejected": len(rejects), "output": config.output}
+
+
+
+CONFIG_CLASS = ICLSetConfig
+
+
+def main(config: dict, *, progress: bool = True) -> dict[str, Any]:
+    """``alignkit build icl`` entry point (registry contract in alignkit.builders.cli)."""
+    return build_icl(config_from_dict(ICLSetConfig, config, "icl config"), progress=progress)

@@ -13,7 +13,6 @@ stratified by category when the source has one.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import random
@@ -24,6 +23,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from alignkit.builders.common import config_from_dict
 from alignkit.data.card import write_card
 from alignkit.data.io import write_jsonl, write_rejects
 from alignkit.data.schema import DataError
@@ -168,7 +168,7 @@ def split_questions(items: list[QAItem], eval_fraction: float, seed: int) -> tup
 def make_pairs(items: list[QAItem], *, pairs_per_question: int, misordered_fraction: float, seed: int,
                source: str, split: str) -> list[dict]:
     """Preference records for ``items``: up to ``pairs_per_question`` (correct, incorrect) pairs per question,
-    each answer used at most once per side until the shorter list runs out (then reused cyclically)."""
+    least-used answers first (an answer repeats only when its side has run out)."""
     out = []
     for it in items:
         rng = random.Random(f"{seed}:pairs:{it.question}")
@@ -177,19 +177,21 @@ def make_pairs(items: list[QAItem], *, pairs_per_question: int, misordered_fract
         rng.shuffle(incorrect)
         n = min(pairs_per_question, len(correct) * len(incorrect))
         qid = stable_hash(it.question, 12)
-        seen: set[tuple[str, str]] = set()
-        i = 0
-        while len(seen) < n:
-            # walk the diagonals of the correct x incorrect grid: pairs differ on both sides before any repeats
-            c, w = correct[i % len(correct)], incorrect[(i + i // len(correct)) % len(incorrect)]
-            i += 1
-            if (c, w) in seen:
-                continue
-            seen.add((c, w))
+        uses_c, uses_w = Counter(), Counter()
+        pairs: list[tuple[str, str]] = []
+        candidates = [(c, w) for c in correct for w in incorrect]
+        for _ in range(n):
+            # least-used answers first, so pairs differ on both sides before any answer repeats
+            c, w = min(candidates, key=lambda cw: uses_c[cw[0]] + uses_w[cw[1]])
+            candidates.remove((c, w))
+            uses_c[c] += 1
+            uses_w[w] += 1
+            pairs.append((c, w))
+        for j, (c, w) in enumerate(pairs):
             misordered = rng.random() < misordered_fraction
             rec = {"prompt": it.question, "chosen": w if misordered else c, "rejected": c if misordered else w,
                    "h_w": 1 if misordered else 0, "h_l": 0 if misordered else 1,
-                   "source": source, "id": f"tqa-{qid}-{len(seen) - 1}", "question_id": qid,
+                   "source": source, "id": f"tqa-{qid}-{j}", "question_id": qid,
                    "category": it.category, "split": split}
             out.append(rec)
     return out
@@ -201,7 +203,7 @@ class TruthfulQAPairsConfig:
 
     source: str = field(metadata={"help": "TruthfulQA.csv, mc_task.json, an HF-format JSONL, or a hub id "
                                           "('truthful_qa' or 'truthful_qa:multiple_choice')"})
-    output_dir: str = field(metadata={"help": "folder for train.jsonl and eval.jsonl (cards and rejects beside them)"})
+    output: str = field(metadata={"help": "output folder for train.jsonl and eval.jsonl (cards and rejects beside them)"})
     eval_fraction: float = field(default=0.2, metadata={"help": "share of questions held out for evaluation"})
     pairs_per_question: int = field(default=3, metadata={"help": "most (correct, incorrect) pairs per question"})
     misordered_fraction: float = field(default=0.0, metadata={
@@ -228,7 +230,7 @@ def build_truthfulqa_pairs(config: TruthfulQAPairsConfig, *, progress: bool = Tr
         raise ValueError(f"{config.source}: no usable questions ({len(rejects)} rejected)")
     train_q, eval_q = split_questions(items, config.eval_fraction, config.seed)
     src = f"truthfulqa:{Path(config.source).name}"
-    out = Path(config.output_dir)
+    out = Path(config.output)
     summary: dict[str, Any] = {"rejected": len(rejects), "output_dir": str(out)}
     for split, qs in (("train", train_q), ("eval", eval_q)):
         records = make_pairs(qs, pairs_per_question=config.pairs_per_question,
@@ -245,20 +247,10 @@ def build_truthfulqa_pairs(config: TruthfulQAPairsConfig, *, progress: bool = Tr
     return summary
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", help="YAML config (data_builders/truthfulqa_pairs.yaml); flags override it")
-    parser.add_argument("--source", help="TruthfulQA.csv, mc_task.json, HF-format JSONL, or a hub id")
-    parser.add_argument("--output-dir", help="folder for train.jsonl / eval.jsonl")
-    parser.add_argument("--eval-fraction", type=float)
-    parser.add_argument("--pairs-per-question", type=int)
-    parser.add_argument("--misordered-fraction", type=float)
-    parser.add_argument("--seed", type=int)
-    parser.add_argument("--on-invalid", choices=("error", "skip"))
+
+CONFIG_CLASS = TruthfulQAPairsConfig
 
 
-def main(args: argparse.Namespace) -> int:
-    from alignkit.builders.icl import config_from_args
-
-    cfg = config_from_args(TruthfulQAPairsConfig, args)
-    print(json.dumps(build_truthfulqa_pairs(cfg)))
-    return 0
+def main(config: dict, *, progress: bool = True) -> dict[str, Any]:
+    """``alignkit build truthfulqa-pairs`` entry point (registry contract in alignkit.builders.cli)."""
+    return build_truthfulqa_pairs(config_from_dict(TruthfulQAPairsConfig, config, "truthfulqa-pairs config"), progress=progress)

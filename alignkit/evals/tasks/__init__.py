@@ -4,3 +4,5 @@ from alignkit.evals.tasks.base import TASKS, Metric, Task, TaskResult, get_task,
 from alignkit.evals.tasks import truthfulqa  # noqa: E402,F401
 from alignkit.evals.tasks import hallucination  # noqa: E402,F401
 from alignkit.evals.tasks import consistency  # noqa: E402,F401
+from alignkit.evals.tasks import sycophancy  # noqa: E402,F401
+from alignkit.evals.tasks import icl  # noqa: E402,F401

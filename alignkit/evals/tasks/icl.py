@@ -1,0 +1,142 @@
+"""Flipped-label and SUL in-context learning (Wei et al., arXiv 2303.03846; symbol-tuning scoring, arXiv 2305.08298).
+
+Each item is a k-shot prompt (alignkit.builders.icl) whose exemplar labels are flipped in a given proportion, or
+whose label words are semantically unrelated (Foo/Bar...). The model answers by log-likelihood ranking of the label
+words (``" " + word`` after ``Output:``); accuracy is measured against the true labels (Wei et al. 2023: below 50% at
+high flip % means the model follows the in-context flips) and against the flipped targets (symbol tuning's scoring,
+where the query's label is flipped like the exemplars'). ``extra["curves"]`` holds accuracy per flip % per label set.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from alignkit.builders.icl import FLIP_PCTS, load_classification, make_icl_items
+from alignkit.evals.backends.base import Backend, ModelSpec
+from alignkit.evals.cache import ItemCache, run_cached
+from alignkit.evals.metrics.icl import accuracy_curve, rank_prediction
+from alignkit.evals.metrics.stats import mean_metric
+from alignkit.evals.tasks.base import Task, TaskResult, register_task
+from alignkit.evals.tasks.truthfulqa import model_identity, shared_data_dir
+from alignkit.utils import stable_hash
+
+
+def load_items(config: dict[str, Any]) -> list[dict]:
+    """Items from ``items`` (a JSONL built by ``alignkit build icl``) or built here from ``datasets`` (names under
+    ../shared/data/icl, or JSONL paths / hub ids) with ``k``, ``n_queries``, ``flip_pcts``, ``label_sets``, ``seed``."""
+    if config.get("items"):
+        import json
+
+        from alignkit.data.schema import DataError
+
+        out = []
+        with open(config["items"], encoding="utf-8") as fh:
+            for line, text in enumerate(fh, start=1):
+                if text.strip():
+                    it = json.loads(text)
+                    for fld in ("id", "prompt", "choices", "target", "flipped_target", "flip_pct", "label_set"):
+                        if fld not in it:
+                            raise DataError("missing", file=config["items"], line=line, field=fld)
+                    out.append(it)
+        return out
+    items = []
+    for ds in config.get("datasets", ["sst2"]):
+        src = ds if ("/" in ds or ds.endswith(".jsonl")) else str(shared_data_dir() / "icl" / f"{ds}.jsonl")
+        data = load_classification(src, seed=int(config.get("seed", 0)))
+        items += make_icl_items(data, k=int(config.get("k", 4)), n_queries=int(config.get("n_queries", 20)),
+                                flip_pcts=config.get("flip_pcts", FLIP_PCTS),
+                                label_sets=config.get("label_sets", ("natural", "sul")),
+                                seed=int(config.get("seed", 0)), progress=False)
+    return items
+
+
+@register_task
+class FlippedLabelICL(Task):
+    """Accuracy vs flip % (natural label words and SUL labels), scored by label-word log-likelihood ranking.
+
+    Config: ``datasets`` (default ["sst2"]), ``k`` (exemplars per class, 4; the paper 16), ``n_queries`` (20; the
+    paper 100), ``flip_pcts`` ([0, 25, 50, 75, 100]), ``label_sets`` (["natural", "sul"]), ``seed``, or ``items``
+    (a built JSONL); ``batch_size`` (items per scoring call / cache flush, 16)."""
+
+    name = "icl_flip"
+    version = 1
+
+    def run(self, backend: Backend, model: ModelSpec, cache: ItemCache | None) -> TaskResult:
+        items = load_items(self.config)
+        if not items:
+            raise ValueError(f"{self.name}: no items")
+        ident = model_identity(backend, model)
+        keys = [ItemCache.key(self.name, self.version, ident, stable_hash(
+            [it["prompt"], it["choices"], it["target"], it["flipped_target"]])) for it in items]
+
+        def compute(idx: list[int]) -> list[dict[str, Any]]:
+            reqs = [(items[i]["prompt"], " " + c) for i in idx for c in items[i]["choices"]]
+            lls = backend.loglikelihood(reqs, adapter=model.adapter)
+            out, pos = [], 0
+            for i in idx:
+                it = items[i]
+                scores = [r.logprob for r in lls[pos:pos + len(it["choices"])]]
+                pos += len(it["choices"])
+                pred = rank_prediction(scores)
+                out.append({"id": it["id"], "dataset": it.get("dataset", ""), "label_set": it["label_set"],
+                            "flip_pct": it["flip_pct"], "scores": scores, "prediction": pred,
+                            "target": it["target"], "flipped_target": it["flipped_target"],
+                            "correct": int(pred == it["target"]), "correct_flipped": int(pred == it["flipped_target"])})
+            return out
+
+        records = run_cached(cache, keys, compute, batch_size=int(self.config.get("batch_size", 16)),
+                             desc=f"{self.name} [{model.label}]", progress=self.config.get("progress", True))
+        curves: dict[str, Any] = {}
+        metrics = {}
+        for ls in dict.fromkeys(r["label_set"] for r in records):
+            rows = [r for r in records if r["label_set"] == ls]
+            true_curve = accuracy_curve((r["flip_pct"], r["prediction"], r["target"]) for r in rows)
+            flipped_curve = accuracy_curve((r["flip_pct"], r["prediction"], r["flipped_target"]) for r in rows)
+            per_ds = {ds: accuracy_curve((r["flip_pct"], r["prediction"], r["target"]) for r in rows
+                                         if r["dataset"] == ds) for ds in dict.fromkeys(r["dataset"] for r in rows)}
+            curves[ls] = {"flip_pct": list(true_curve), "accuracy": list(true_curve.values()),
+                          "accuracy_flipped_targets": [flipped_curve[p] for p in true_curve],
+                          "per_dataset": {ds: list(c.values()) for ds, c in per_ds.items()},
+                          "n_per_point": len(rows) // max(1, len(true_curve))}
+            # natural labels: the whole curve; SUL: the unflipped point (SUL-ICL proper), the rest lives in extra
+            for p in true_curve if ls == "natural" else [p for p in true_curve if p == 0]:
+                metrics[f"acc_{ls}_flip{p}"] = mean_metric([r["correct"] for r in rows if r["flip_pct"] == p])
+        chance = sorted({round(1 / len(it["choices"]), 4) for it in items})
+        return TaskResult(self.name, self.version, model.label, metrics, records,
+                          {"curves": curves, "chance": chance, "n_items": len(items)})
+
+    @classmethod
+    def plot(cls, results: list[TaskResult], out_dir: Path) -> list[Path]:
+        """Accuracy vs flip % per model: one panel per label set; solid = true labels, dotted = flipped targets."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        results = [r for r in results if r.extra.get("curves")]
+        if not results:
+            return []
+        label_sets = list(dict.fromkeys(ls for r in results for ls in r.extra["curves"]))
+        fig, axes = plt.subplots(1, len(label_sets), figsize=(5 * len(label_sets), 3.8), squeeze=False)
+        for ax, ls in zip(axes[0], label_sets):
+            for m, r in enumerate(results):
+                c = r.extra["curves"].get(ls)
+                if not c:
+                    continue
+                line, = ax.plot(c["flip_pct"], c["accuracy"], marker="o", label=f"{r.model} (true labels)")
+                ax.plot(c["flip_pct"], c["accuracy_flipped_targets"], marker="x", linestyle=":",
+                        color=line.get_color(), label=f"{r.model} (flipped targets)")
+            for ch in results[0].extra.get("chance", []):
+                ax.axhline(ch, color="grey", linewidth=0.8, linestyle="--")
+            ax.set_xlabel("exemplar labels flipped (%)")
+            ax.set_ylabel("accuracy")
+            ax.set_ylim(-0.02, 1.02)
+            ax.set_title(f"{'SUL labels (Foo/Bar…)' if ls == 'sul' else 'natural label words'}")
+            ax.legend(fontsize=7)
+        fig.suptitle("Flipped-label ICL (Wei et al. 2023)")
+        fig.tight_layout()
+        path = Path(out_dir) / f"{cls.name}_curve.png"
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        return [path]
