@@ -1,8 +1,8 @@
-"""``alignkit train RECIPE.yaml [--accelerate-config FILE] [--num-processes N] [-- RECIPE OVERRIDES]``.
+"""``alignkit train RECIPE.yaml [--accelerate-config FILE] [--num-processes N] [--set KEY=VALUE ...]``.
 
 Builds and runs ``accelerate launch [--config_file FILE] -m alignkit.train --config RECIPE.yaml``, so the two forms
 run the same code. Without a visible CUDA device it adds ``--cpu --mixed_precision no`` (DeepSpeed then uses its CPU
-accelerator over gloo). Arguments after ``--`` go to the recipe parser (e.g. ``-- --max_steps 5``).
+accelerator over gloo). ``--set max_steps=5`` overrides a recipe field (passed on as ``--max_steps 5``).
 """
 
 from __future__ import annotations
@@ -38,7 +38,13 @@ def _train(args: argparse.Namespace) -> int:
     if args.accelerate_config and not Path(args.accelerate_config).is_file():
         print(f"error: accelerate config {args.accelerate_config} not found", file=sys.stderr)
         return 2
-    extra = [a for a in args.overrides if a != "--"]
+    extra = []
+    for item in args.set or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            print(f"error: --set wants KEY=VALUE, got {item!r}", file=sys.stderr)
+            return 2
+        extra += [f"--{key}", value]
     cmd = launch_command(args.recipe, args.accelerate_config, args.num_processes, extra)
     print("+ " + " ".join(cmd), flush=True)
     return subprocess.call(cmd)
@@ -49,5 +55,5 @@ def register(sub: argparse._SubParsersAction, name: str, help_text: str) -> None
     p.add_argument("recipe", help="recipe YAML (recipes/<model>/<method>.yaml)")
     p.add_argument("--accelerate-config", default=None, help="accelerate config (accelerate_configs/*.yaml)")
     p.add_argument("--num-processes", type=int, default=None, help="override the config's process count")
-    p.add_argument("overrides", nargs=argparse.REMAINDER, help="-- then recipe overrides, e.g. -- --max_steps 5")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a recipe field (repeatable)")
     p.set_defaults(func=_train)
