@@ -75,6 +75,7 @@ def test_disagreeing_ensemble_flags_items_for_review(tmp_path):
     assert review[0]["flagged"] == ["rejected"] and review[0]["votes"]["rejected"] == [1, 1, 0]
     assert stats["card"]["agreement"]["flagged_for_review"] == 3
     assert all(r["review"] and (r["h_w"], r["h_l"]) == (0, 1) for r in labelled)
+    assert labelled[0]["judge_agreement"] == {"chosen": 1.0, "rejected": round(2 / 3, 6)}
 
 
 def test_bad_rows_error_or_counted_skip(tmp_path, capsys):

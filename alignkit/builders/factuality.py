@@ -96,6 +96,7 @@ def label_pairs(records: list[dict], judge, cfg: FactualityConfig, *, source_fil
         flagged = [side for side, j in (("chosen", jw), ("rejected", jl)) if j.detail.get("flagged")]
         if isinstance(judge, EnsembleJudge):
             row["review"] = bool(flagged)
+            row["judge_agreement"] = {"chosen": jw.detail.get("agreement"), "rejected": jl.detail.get("agreement")}
             if flagged:
                 review.append({"id": r.get("id"), "line": lines[i], "flagged": flagged,
                                "votes": {"chosen": jw.detail.get("votes"), "rejected": jl.detail.get("votes")},
