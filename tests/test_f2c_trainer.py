@@ -160,3 +160,17 @@ def test_two_process_zero3_f2c(tiny_model, tmp_path, shared_data):
     sd_t, sd_s = trained.state_dict(), start.state_dict()
     assert all(sd_t[k].shape == sd_s[k].shape and torch.isfinite(sd_t[k]).all() for k in sd_s)  # gathered on save
     assert max((sd_t[k] - sd_s[k]).abs().max().item() for k in sd_s) > 1e-4
+
+
+def test_answer_forward_matches_full_logits(tiny):
+    from alignkit.trainers.f2c import answer_forward
+
+    model, tok = tiny
+    batch = F2CCollator(tok)([always_skipped(0), always_agreeing(1)])
+    with torch.no_grad():
+        _, logp, tok_lp = answer_forward(model, batch)
+        full = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        ref_logp, ref_tok = answer_logprobs(full, batch["answer_pos"], batch["answer_ids"])
+    m = batch["answer_mask"].bool()
+    assert torch.allclose(tok_lp[m], ref_tok[m], atol=1e-5)
+    assert torch.allclose(logp[m], ref_logp[m], atol=1e-5)

@@ -129,6 +129,21 @@ def answer_logprobs(logits: Tensor, answer_pos: Tensor, answer_ids: Tensor) -> t
     return logp, logp.gather(-1, answer_ids.unsqueeze(-1)).squeeze(-1)
 
 
+def answer_forward(model: Any, inputs: dict[str, Tensor]) -> tuple[Any, Tensor, Tensor]:
+    """One model call over all sequences that projects to the vocabulary only at answer positions.
+
+    ``logits_to_keep`` (a 1-D index tensor, shared by the batch) gets the union of the batch's answer positions, so
+    the [N, T, V] logits tensor — most of the memory and much of the time at V ≈ 50k — is never built. Returns
+    (model outputs, answer-position log-distributions [N, L, V], answer-token log-probs [N, L])."""
+    pos, mask = inputs["answer_pos"], inputs["answer_mask"].bool()
+    keep = torch.unique(pos[mask])  # sorted
+    outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=False,
+                    logits_to_keep=keep)
+    local = torch.searchsorted(keep, pos).clamp_max(keep.numel() - 1)  # padded slots point anywhere; masked later
+    logp, tok_lp = answer_logprobs(outputs.logits, local, inputs["answer_ids"])
+    return outputs, logp, tok_lp
+
+
 def sequence_scores(token_logps: Tensor, mask: Tensor, *, length_normalize: bool = True) -> Tensor:
     """Per-sequence answer score: mean (or sum) of the answer tokens' log-probs."""
     m = mask.to(token_logps.dtype)
@@ -143,6 +158,49 @@ def fleiss_p_i(predictions: tuple[int, ...]) -> float:
         return 1.0
     counts = [predictions.count(c) for c in set(predictions)]
     return (sum(n * n for n in counts) - k) / (k * (k - 1))
+
+
+def f2c_batch_loss(logp: Tensor, tok_lp: Tensor, mask: Tensor, shape: tuple[int, int, int],
+                   args: F2CConfig) -> tuple[Tensor, list[F2CControls], dict[str, float]]:
+    """The F²C loss of one batch from its answer-position log-distributions ``logp`` ``[B·K·C, L, V]``, answer-token
+    log-probs ``tok_lp`` and ``mask`` ``[B·K·C, L]`` (rows ordered example, format, choice). Controls come from the
+    detached scores; the loss is the mean over examples with a strict majority of CCE + w·KL + β_JSD·JSD."""
+    b, k, c = shape
+    with torch.no_grad():
+        ll = sequence_scores(tok_lp.detach(), mask, length_normalize=args.length_normalize).view(b, k, c)
+        ctrls = [consensus_controls(ll[i], tau=args.tau, top_k=args.top_k, w_min=args.w_min, w_max=args.w_max,
+                                    temperature=args.temperature) for i in range(b)]
+    # Graph-connected zero: keeps backward (and ZeRO-3's gathers) identical on ranks whose batch is all skipped.
+    loss = tok_lp.sum() * 0.0
+    cce_sum = align_sum = jsd_sum = 0.0
+    kept = 0
+    for i, ct in enumerate(ctrls):
+        if ct.skip:
+            continue
+        kept += 1
+        rows = [i * k * c + f * c + ct.label for f in range(k)]
+        ex = cce_loss(tok_lp[rows], mask[rows], cce_weight=args.cce_weight)
+        cce_sum += ex.item()
+        t_rows = [rows[f] for f in ct.teachers]
+        if ct.students and ct.weight > 0:
+            s_rows = [rows[f] for f in ct.students]
+            ex_align = ct.weight * teacher_student_kl(logp[t_rows], mask[t_rows], logp[s_rows], mask[s_rows])
+            ex = ex + ex_align
+            align_sum += ex_align.item()
+        if len(t_rows) >= 2 and args.beta_jsd > 0:
+            ex_jsd = args.beta_jsd * teacher_jsd(logp[t_rows], mask[t_rows])
+            ex = ex + ex_jsd
+            jsd_sum += ex_jsd.item()
+        loss = loss + ex
+    if kept:
+        loss = loss / kept
+    stats = {"f2c/skipped": 1.0 - kept / b,
+             "f2c/agreement": 100.0 * sum(fleiss_p_i(ct.predictions) for ct in ctrls) / b}
+    if kept:
+        stats.update({"f2c/cce": cce_sum / kept, "f2c/align": align_sum / kept, "f2c/jsd": jsd_sum / kept,
+                      "f2c/unanimous": sum(ct.unanimous for ct in ctrls) / kept,
+                      "f2c/flip_weight": sum(ct.weight for ct in ctrls if not ct.skip) / kept})
+    return loss, ctrls, stats
 
 
 class F2CTrainer(Trainer):
@@ -166,58 +224,16 @@ class F2CTrainer(Trainer):
         self._metrics: dict[str, dict[str, list[float]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
         self.last_controls: list[F2CControls] = []
 
-    def controls(self, ll: Tensor) -> F2CControls:
-        a = self.args
-        return consensus_controls(ll, tau=a.tau, top_k=a.top_k, w_min=a.w_min, w_max=a.w_max,
-                                  temperature=a.temperature)
-
     def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
                      num_items_in_batch: Any = None) -> Any:
         b, k, c = (int(x) for x in inputs["shape"])
         # The only model call of the step, over all B·K·C sequences at once.
-        outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=False)
-        logp, tok_lp = answer_logprobs(outputs.logits, inputs["answer_pos"], inputs["answer_ids"])
-        mask = inputs["answer_mask"]
-        with torch.no_grad():
-            ll = sequence_scores(tok_lp.detach(), mask, length_normalize=self.args.length_normalize).view(b, k, c)
-            ctrls = [self.controls(ll[i]) for i in range(b)]
+        outputs, logp, tok_lp = answer_forward(model, inputs)
+        loss, ctrls, stats = f2c_batch_loss(logp, tok_lp, inputs["answer_mask"], (b, k, c), self.args)
         self.last_controls = ctrls
-        # Graph-connected zero: keeps backward (and ZeRO-3's gathers) identical on ranks whose batch is all skipped.
-        loss = tok_lp.sum() * 0.0
-        cce_sum = align_sum = jsd_sum = 0.0
-        kept = 0
-        for i, ct in enumerate(ctrls):
-            if ct.skip:
-                continue
-            kept += 1
-            rows = [i * k * c + f * c + ct.label for f in range(k)]
-            ex_cce = cce_loss(tok_lp[rows], mask[rows], cce_weight=self.args.cce_weight)
-            ex = ex_cce
-            cce_sum += ex_cce.item()
-            if ct.students and ct.weight > 0:
-                t_rows = [rows[f] for f in ct.teachers]
-                s_rows = [rows[f] for f in ct.students]
-                ex_align = ct.weight * teacher_student_kl(logp[t_rows], mask[t_rows], logp[s_rows], mask[s_rows])
-                ex = ex + ex_align
-                align_sum += ex_align.item()
-            if len(ct.teachers) >= 2 and self.args.beta_jsd > 0:
-                t_rows = [rows[f] for f in ct.teachers]
-                ex_jsd = self.args.beta_jsd * teacher_jsd(logp[t_rows], mask[t_rows])
-                ex = ex + ex_jsd
-                jsd_sum += ex_jsd.item()
-            loss = loss + ex
-        if kept:
-            loss = loss / kept
-        mode = "train" if model.training else "eval"
-        m = self._metrics[mode]
-        m["f2c/skipped"].append(1.0 - kept / b)
-        m["f2c/agreement"].append(100.0 * sum(fleiss_p_i(ct.predictions) for ct in ctrls) / b)
-        if kept:
-            m["f2c/cce"].append(cce_sum / kept)
-            m["f2c/align"].append(align_sum / kept)
-            m["f2c/jsd"].append(jsd_sum / kept)
-            m["f2c/unanimous"].append(sum(ct.unanimous for ct in ctrls) / kept)
-            m["f2c/flip_weight"].append(sum(ct.weight for ct in ctrls if not ct.skip) / kept)
+        m = self._metrics["train" if model.training else "eval"]
+        for key, value in stats.items():
+            m[key].append(value)
         return (loss, outputs) if return_outputs else loss
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
