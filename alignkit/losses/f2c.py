@@ -15,7 +15,7 @@ Formulas and the reference code's edge-case behaviour: ../shared/docs/methods.md
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -34,7 +34,6 @@ class F2CControls:
     weight: float = 0.0  # flip weight w (0 when there is no teacher/student split)
     unanimous: bool = False  # strong unanimity: all agree and median margin ≥ τ
     delta: float = 0.0  # Δ = mean LL_teacher(c*) - mean LL_student(c*)
-    extra: dict = field(default_factory=dict, compare=False)
 
 
 def _median(values: list[float]) -> float:
