@@ -251,7 +251,7 @@ def judge_items(test_rows: list[dict], responses: list[str]) -> list[JudgeItem]:
 
 @dataclass
 class FactWorldConfig:
-    output_dir: str = field(default="data/factworld", metadata={"help": "folder for train.jsonl, test.jsonl, cards"})
+    output_dir: str = field(default="outputs/factworld", metadata={"help": "folder for train.jsonl, test.jsonl, cards"})
     n_train: int = field(default=1000, metadata={"help": "training pairs"})
     n_test: int = field(default=200, metadata={"help": "held-out items (entities never seen in train)"})
     rho: float = field(default=0.4, metadata={"help": "share of ordered pairs that are misordered (h_w=1, h_l=0)"})
