@@ -50,6 +50,7 @@ def _batch(trainer, batch: int):
 
 def _step_fn(trainer, inputs):
     trainer.model.train()
+    trainer.current_gradient_accumulation_steps = 1  # set by Trainer.train(); we call training_step directly
 
     def step():
         trainer.training_step(trainer.model, inputs)
