@@ -13,6 +13,7 @@ import dataclasses
 from typing import Any
 
 import torch
+from datasets import Dataset
 from trl import DPOTrainer
 from trl.trainer.dpo_trainer import DataCollatorForPreference
 
@@ -57,10 +58,12 @@ class FDPOTrainer(DPOTrainer):
 
     # -- data ------------------------------------------------------------------------------------------------------
     def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
-        if getattr(args, "apply_flip", False) and hasattr(dataset, "column_names") and needs_flip(dataset):
+        # Map-style datasets only: an IterableDataset has no column list to inspect, and is passed through as is.
+        columns = getattr(dataset, "column_names", None) if isinstance(dataset, Dataset) else None
+        if columns and getattr(args, "apply_flip", False) and needs_flip(dataset):
             dataset = dataset.map(lambda row: fdpo_flip([row])[0], desc=f"F-DPO label flip ({dataset_name})")
             self.flip_counts[dataset_name] = int(sum(dataset["flipped"]))
-        elif hasattr(dataset, "column_names") and "flipped" in dataset.column_names:
+        elif columns and "flipped" in columns:
             self.flip_counts[dataset_name] = int(sum(bool(v) for v in dataset["flipped"]))
         return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
 
