@@ -1,12 +1,16 @@
 """F-DPO trainer speed: F-DPO vs TRL DPO step time, achieved training FLOP/s vs matmul FLOP/s, precompute speed-up.
 
     python -m benchmarks.bench_trainer --output benchmarks/results [--model smollm2-135m-instruct] [--batch 4]
+    python -m benchmarks.bench_trainer --model mid --batch 8 --words 150 --max-length 1024   # on a GPU (bf16)
 
 One process, one model, one fixed batch. A "step" is ``trainer.training_step`` (forward + backward through the
 policy, reference forward), timed interleaved (F-DPO, DPO, F-DPO, …) so machine load hits both alike. Targets from
 the spine issue (reported, not asserted): F-DPO ÷ TRL DPO step time ≤ 1.03; achieved FLOP/s ÷ fp32 matmul FLOP/s
 ≥ 0.5, with 8·N·tokens per step for an online reference and 6·N·tokens with precomputed reference log-probs
 (N = parameters, tied embeddings once); the step-time speed-up from ``precompute_ref_log_probs`` is reported.
+On CUDA the trainers run in bf16 and the denominator is a bf16 matmul; on CPU both are fp32. ``--model mid`` is a
+random 123 M-parameter Llama (768 hidden, 12 layers) around the SmolLM2 tokenizer, for machines without the
+embedded model.
 Writes ``bench_trainer.json`` and ``bench_trainer.md``. Run under ``flock /tmp/alignkit-heavy.lock`` when shared.
 """
 
@@ -35,13 +39,41 @@ def _trainer(kind: str, model: str, tok, ds, batch: int, max_length: int, work: 
     from alignkit.trainers import FDPOConfig, FDPOTrainer
 
     common = dict(output_dir=str(work / kind), per_device_train_batch_size=batch, max_length=max_length,
-                  report_to="none", gradient_checkpointing=False, bf16=False, use_cpu=True,
+                  report_to="none", gradient_checkpointing=False, bf16=_cuda(), use_cpu=not _cuda(),
                   dataloader_pin_memory=False, learning_rate=1e-5)
     if kind == "dpo":
         return DPOTrainer(model=model, args=DPOConfig(**common), processing_class=tok,
                           train_dataset=ds.remove_columns(["h_w", "h_l"]))
     return FDPOTrainer(model=model, args=FDPOConfig(**common, loss_type="fdpo", fdpo_lambda=10.0, apply_flip=False,
                                                     **kw), processing_class=tok, train_dataset=ds)
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _sync() -> None:
+    if _cuda():
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def bf16_matmul_flops(n: int = 8192, repeats: int = 10) -> float:
+    import torch
+
+    a = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
+    b = torch.randn_like(a)
+    for _ in range(3):
+        a @ b
+    _sync()
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    _sync()
+    return repeats * 2 * n**3 / (time.perf_counter() - t0)
 
 
 def _batch(trainer, batch: int):
@@ -65,8 +97,10 @@ def interleaved(fns: dict, repeats: int, warmup: int = 1) -> dict[str, dict]:
     times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
+            _sync()
             t0 = time.perf_counter()
             fn()
+            _sync()
             times[name].append(time.perf_counter() - t0)
     return {k: {"median": statistics.median(v), "min": min(v), "max": max(v), "repeats": repeats}
             for k, v in times.items()}
@@ -79,7 +113,13 @@ def run(model_name: str, batch: int, max_length: int, words: int, repeats: int) 
 
     from alignkit.models import build_tiny_llama, resolve_model
 
-    model = str(build_tiny_llama()) if model_name == "tiny" else resolve_model(model_name)
+    if model_name == "tiny":
+        model = str(build_tiny_llama())
+    elif model_name == "mid":
+        model = str(build_tiny_llama(hidden_size=768, num_layers=12, num_heads=12, intermediate_size=2048,
+                                     tokenizer_from=str(build_tiny_llama())))
+    else:
+        model = resolve_model(model_name)
     tok = AutoTokenizer.from_pretrained(model)
     ds = Dataset.from_list(_rows(batch, words))
     with tempfile.TemporaryDirectory() as tmp:
@@ -93,7 +133,7 @@ def run(model_name: str, batch: int, max_length: int, words: int, repeats: int) 
         n_params = sum(p.numel() for p in fdpo.model.parameters())  # parameters() yields tied weights once
         times = interleaved({k: _step_fn(t, batches[k]) for k, t in
                              (("fdpo", fdpo), ("dpo", dpo), ("fdpo_pre", pre))}, repeats)
-        mm = matmul_flops()
+        mm = bf16_matmul_flops() if _cuda() else matmul_flops()
     t_f, t_d, t_p = (times[k]["median"] for k in ("fdpo", "dpo", "fdpo_pre"))
     flops_online = 8 * n_params * tokens / t_f
     flops_pre = 6 * n_params * tokens / t_p
@@ -102,7 +142,7 @@ def run(model_name: str, batch: int, max_length: int, words: int, repeats: int) 
         "max_length": max_length, "torch_threads": torch.get_num_threads(),
         "step_s": times,
         "fdpo_over_dpo_step_time": round(t_f / t_d, 4), "fdpo_over_dpo_target_max": 1.03,
-        "matmul_flops_fp32": mm,
+        "matmul_flops": mm, "precision": "bf16" if _cuda() else "fp32",
         "train_flops_online_ref": flops_online, "mfu_online_ref": round(flops_online / mm, 4),
         "train_flops_precomputed_ref": flops_pre, "mfu_precomputed_ref": round(flops_pre / mm, 4),
         "mfu_target_min": 0.5,
@@ -116,7 +156,8 @@ def markdown(r: dict, machine: dict) -> str:
         "# bench_trainer — F-DPO trainer speed", "",
         f"Machine: {machine.get('cpu')} ({machine.get('cpu_count')} cores, torch {machine.get('torch')}, "
         f"{r['torch_threads']} threads). Model `{r['model']}` ({r['n_params'] / 1e6:.1f} M parameters), "
-        f"{r['batch_pairs']} pairs/step = {r['tokens_per_step']} tokens (chosen + rejected), fp32, full fine-tuning.",
+        f"{r['batch_pairs']} pairs/step = {r['tokens_per_step']} tokens (chosen + rejected), {r['precision']}, "
+        f"full fine-tuning{', GPU ' + str(machine.get('cuda')) if machine.get('cuda') else ''}.",
         "Step = `training_step` (policy forward + backward, reference forward); medians of "
         f"{s['fdpo']['repeats']} interleaved repeats after a warm-up.", "",
         "| measurement | value | target |", "|---|---|---|",
@@ -125,7 +166,7 @@ def markdown(r: dict, machine: dict) -> str:
         f"| **F-DPO ÷ TRL DPO step time** | **{r['fdpo_over_dpo_step_time']:.3f}** | ≤ {r['fdpo_over_dpo_target_max']} |",
         f"| F-DPO step, precomputed reference | {s['fdpo_pre']['median']:.3f} s | |",
         f"| **precompute speed-up** (online ÷ precomputed) | **{r['precompute_speedup']:.2f}×** | report |",
-        f"| fp32 matmul FLOP/s (same run) | {r['matmul_flops_fp32'] / 1e9:.1f} GFLOP/s | |",
+        f"| {r['precision']} matmul FLOP/s (same run) | {r['matmul_flops'] / 1e9:.1f} GFLOP/s | |",
         f"| training FLOP/s, online ref (8·N·tokens) | {r['train_flops_online_ref'] / 1e9:.1f} GFLOP/s | |",
         f"| **÷ matmul FLOP/s** | **{r['mfu_online_ref']:.3f}** | ≥ {r['mfu_target_min']} |",
         f"| training FLOP/s, precomputed ref (6·N·tokens) | {r['train_flops_precomputed_ref'] / 1e9:.1f} GFLOP/s | |",
