@@ -1,0 +1,111 @@
+"""vLLM and transformers backends agree on the embedded model: same greedy text, same log-likelihoods (within 1e-3
+nats per token), with and without a LoRA adapter (vLLM serves it through LoRARequest, transformers through peft)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from alignkit.evals.backends import SamplingConfig, get_backend, truncate_at_stop
+
+PROMPTS = [
+    [{"role": "user", "content": "What is the capital of France?"}],
+    [{"role": "user", "content": "Name three colours."}],
+    "The quick brown fox",
+    "Q: Where were the 1992 Olympics held?\nA:",
+]
+PAIRS = [
+    ("Q: What is 2+2?\nA:", " 4"),
+    ("The capital of France is", " Paris, a city on the Seine."),
+    ("Hello ", "world"),  # trailing space moves to the continuation
+    ("", "An empty context is conditioned on BOS."),
+]
+GREEDY = SamplingConfig(max_new_tokens=20)
+
+
+def make_adapter(base_dir: str, out: Path) -> Path:
+    """A LoRA adapter with random (non-zero) B matrices, so it visibly changes the model."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+    peft_model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"]))
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, p in peft_model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.05)
+    peft_model.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def adapter(embedded_model, tmp_path_factory) -> str:
+    return str(make_adapter(embedded_model, tmp_path_factory.mktemp("lora") / "adapter"))
+
+
+@pytest.fixture(scope="module")
+def hf(embedded_model):
+    return get_backend("hf", embedded_model, batch_size=4)
+
+
+@pytest.fixture(scope="module")
+def vllm_backend(embedded_model):
+    b = get_backend("vllm", embedded_model, max_model_len=1024, enable_lora=True, max_lora_rank=8)
+    yield b
+    b.close()
+
+
+def _per_token_close(a, b, tol=1e-3):
+    for x, y in zip(a, b):
+        assert x.n_tokens == y.n_tokens
+        assert abs(x.logprob - y.logprob) <= tol * max(1, x.n_tokens), (x, y)
+        assert x.is_greedy == y.is_greedy
+
+
+def test_truncate_at_stop_cuts_at_the_earliest_stop():
+    assert truncate_at_stop("a\n\nb\nQ: c", ("\nQ:", "\n\n")) == "a"
+    assert truncate_at_stop("abc", ()) == "abc"
+
+
+def test_unknown_backend_is_refused():
+    with pytest.raises(ValueError, match="unknown backend"):
+        get_backend("tgi", "x")
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+def test_same_greedy_text_and_logliks_base(hf, vllm_backend):
+    texts_hf = hf.generate(PROMPTS, GREEDY)
+    texts_vllm = vllm_backend.generate(PROMPTS, GREEDY)
+    assert all(t.strip() for t in texts_hf)
+    assert texts_vllm == texts_hf
+    ll_hf, ll_vllm = hf.loglikelihood(PAIRS), vllm_backend.loglikelihood(PAIRS)
+    assert all(r.n_tokens > 0 for r in ll_hf)
+    _per_token_close(ll_hf, ll_vllm)
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+def test_same_results_with_a_lora_adapter(hf, vllm_backend, adapter):
+    base_ll = hf.loglikelihood(PAIRS)
+    ll_hf = hf.loglikelihood(PAIRS, adapter=adapter)
+    ll_vllm = vllm_backend.loglikelihood(PAIRS, adapter=adapter)
+    # the adapter changes the model (else this test would prove nothing) ...
+    assert max(abs(a.logprob - b.logprob) for a, b in zip(base_ll, ll_hf)) > 0.05
+    # ... and both backends apply it the same way
+    _per_token_close(ll_hf, ll_vllm)
+    assert vllm_backend.generate(PROMPTS, GREEDY, adapter=adapter) == hf.generate(PROMPTS, GREEDY, adapter=adapter)
+    # the base is still served bare after an adapter was used
+    _per_token_close(base_ll, vllm_backend.loglikelihood(PAIRS))
+    _per_token_close(base_ll, hf.loglikelihood(PAIRS))
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+def test_stop_strings_match(hf, vllm_backend):
+    sampling = SamplingConfig(max_new_tokens=24, stop=("\n",))
+    prompts = ["Q: Name a fruit.\nA:", "List:\n1."]
+    assert vllm_backend.generate(prompts, sampling) == hf.generate(prompts, sampling)
