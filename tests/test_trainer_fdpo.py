@@ -238,8 +238,9 @@ def test_trl_aliases_and_recipes_parse():
 
     assert _args(FDPOConfig, Path("/tmp"), loss_type="robust", label_smoothing=0.1).loss_type == ["rdpo"]
     root = Path(__file__).resolve().parents[1] / "recipes"
-    recipes = sorted(p for p in root.glob("*/*.yaml") if not p.name.startswith("f2c"))
-    assert {p.parent.name for p in recipes} >= {"smollm2-135m", "qwen2.5-7b-instruct", "llama-3.1-8b-instruct"}
+    dirs = ("smollm2-135m", "qwen2.5-7b-instruct", "llama-3.1-8b-instruct")
+    recipes = sorted(p for d in dirs for p in (root / d).glob("*.yaml") if not p.name.startswith("f2c"))
+    assert {p.parent.name for p in recipes} == set(dirs) and len(recipes) == 8
     for p in recipes:
         _, args, model_args = parse_dict(load_recipe(p))
         assert args.pair_loss in ("dpo", "fdpo", "cdpo", "rdpo", "ipo"), p
