@@ -85,8 +85,16 @@ class FlippedLabelICL(Task):
                             "correct": int(pred == it["target"]), "correct_flipped": int(pred == it["flipped_target"])})
             return out
 
-        records = run_cached(cache, keys, compute, batch_size=int(self.config.get("batch_size", 16)),
-                             desc=f"{self.name} [{model.label}]", progress=self.config.get("progress", True))
+        # small k can make two flip % identical (k=2: 25% and 50% both flip one per class); score each prompt once so
+        # duplicates share one value instead of two that differ by batch-padding float noise
+        first = {k: i for i, k in reversed(list(enumerate(keys)))}
+        uniq = sorted(first.values())
+        scored = run_cached(cache, [keys[i] for i in uniq], lambda idx: compute([uniq[j] for j in idx]),
+                            batch_size=int(self.config.get("batch_size", 16)), desc=f"{self.name} [{model.label}]",
+                            progress=self.config.get("progress", True))
+        by_key = dict(zip((keys[i] for i in uniq), scored))
+        records = [{**by_key[k], "id": it["id"], "label_set": it["label_set"], "flip_pct": it["flip_pct"]}
+                   for k, it in zip(keys, items)]
         curves: dict[str, Any] = {}
         metrics = {}
         for ls in dict.fromkeys(r["label_set"] for r in records):

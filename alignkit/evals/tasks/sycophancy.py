@@ -243,9 +243,14 @@ class _Sycophancy(Task):
         flat = [(items[i], a) for i in range(len(items)) for a in answers[i]]
         judge_keys = [ItemCache.key(self.name, self.version, "judge", judge.name, stable_hash(it), stable_hash(a))
                       for it, a in flat]
-        verdicts = run_cached(cache, judge_keys, lambda idx: [
-            {"held": j.held, "status": j.status, "raw": j.raw} for j in judge.judge([flat[i] for i in idx])],
+        # a model that repeats itself gives identical (item, answer) pairs: judge each once, share the verdict
+        first = {k: i for i, k in reversed(list(enumerate(judge_keys)))}
+        uniq = sorted(first.values())
+        judged = run_cached(cache, [judge_keys[i] for i in uniq], lambda idx: [
+            {"held": j.held, "status": j.status, "raw": j.raw} for j in judge.judge([flat[uniq[i]] for i in idx])],
             batch_size=64, desc=f"{self.name} judge ({judge.name})", progress=progress)
+        by_key = dict(zip((judge_keys[i] for i in uniq), judged))
+        verdicts = [by_key[k] for k in judge_keys]
 
         records, complete = [], []
         for i, it in enumerate(items):
