@@ -77,6 +77,13 @@ def main() -> None:
     ]
     for name, key in rows:
         lines.append(f"| {name} | {b[key].value:.2f} | {a[key].value:.2f} | {a[key].value - b[key].value:+.2f} |")
+    def class_share(r) -> str:  # a collapse onto one answer raises agreement and σ_F1 without any understanding
+        preds = [p for it in r.items for p in it["predictions"]]
+        return ", ".join(f"class {c}: {100 * preds.count(c) / len(preds):.1f}%" for c in sorted(set(preds)))
+
+    gold1 = 100 * sum(1 for it in results["base"].items if it["label"] == 1) / n
+    lines += ["", f"Predicted classes over all (example, format) pairs — base: {class_share(results['base'])}; "
+              f"F²C: {class_share(results['F²C'])}; gold class 1 share: {gold1:.1f}%."]
     lines += ["", "Per-format F1 (×100):", "", "| format | base | F²C |", "|---|---:|---:|"]
     for fmt, v in results["base"].extra["per_format_f1"].items():
         lines.append(f"| {fmt} | {v:.2f} | {results['F²C'].extra['per_format_f1'][fmt]:.2f} |")
