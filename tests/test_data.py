@@ -186,3 +186,12 @@ def test_full_disk_leaves_no_partial_file(small_disk, reliability_log):
     assert target.read_bytes() == old
     assert [p.name for p in small_disk.iterdir()] == ["out.jsonl"]
     reliability_log.record("fault", "disk full (ENOSPC) during a dataset write", "OSError ENOSPC; old file intact; no temp left")
+
+
+def test_card_path_keeps_dots_in_stem():
+    from alignkit.data import card_path
+    assert card_path("d/train.jsonl").name == "train.card.json"
+    # eps 0 and eps 0.4 must not share a card
+    assert card_path("d/train_eps0.4.jsonl").name == "train_eps0.4.card.json"
+    assert card_path("d/train_eps0.jsonl").name == "train_eps0.card.json"
+    assert card_path("d/x.parquet").name == "x.card.json"

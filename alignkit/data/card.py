@@ -11,9 +11,18 @@ from alignkit.data.transforms import bucket_stats
 from alignkit.utils import atomic_write_json, stable_hash
 
 
+_DATA_SUFFIXES = (".jsonl.gz", ".jsonl", ".json", ".parquet")
+
+
 def card_path(output: str | os.PathLike) -> Path:
+    """``train.jsonl`` -> ``train.card.json``; only the data suffix goes, so ``train_eps0.4.jsonl`` keeps its ε."""
     p = Path(output)
-    return p.with_name(p.name.split(".")[0] + ".card.json")
+    name = p.name
+    for suffix in _DATA_SUFFIXES:
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    return p.with_name(name + ".card.json")
 
 
 def write_card(output: str | os.PathLike, records: list[dict], *, builder: str, config: dict[str, Any],

@@ -1,0 +1,123 @@
+"""Fault tests with real processes: kill -9 a training run and an evaluation run at a seeded random point, rerun,
+and check the result equals an uninterrupted run's (eval: byte-identical results; training: weights within 1e-5)."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+ENV = dict(os.environ, OMP_NUM_THREADS="1", TQDM_DISABLE="1", PYTHONUNBUFFERED="1")
+
+
+def _kill_when(cmd: list[str], ready, timeout: float = 300) -> int:
+    """Start ``cmd``; SIGKILL it as soon as ``ready()`` is true (polled); return how it ended (-9 if killed)."""
+    proc = subprocess.Popen(cmd, cwd=REPO, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < deadline:
+        if ready():
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.02)  # polling interval, not synchronisation: the condition is checked on the files themselves
+    proc.wait(timeout=60)
+    return proc.returncode
+
+
+def _run(cmd: list[str]) -> None:
+    proc = subprocess.run(cmd, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+
+
+# --- training -------------------------------------------------------------------------------------------------
+
+STEPS = 6
+
+
+def _recipe(tmp: Path, tiny_model: str, out: Path) -> Path:
+    rows = [{"prompt": f"Q{i}: colour of item {i}?", "chosen": f"Item {i} is blue.",
+             "rejected": f"Item {i} is a red whale.", "h_w": i % 2, "h_l": 1 - i % 2} for i in range(12)]
+    data = tmp / "pairs.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    recipe = {"model_name_or_path": tiny_model, "dataset_path": str(data), "output_dir": str(out),
+              "loss_type": "fdpo", "max_steps": STEPS, "per_device_train_batch_size": 2, "learning_rate": 1e-3,
+              "lr_scheduler_type": "linear", "max_length": 64, "logging_steps": 1, "report_to": "none",
+              "save_strategy": "steps", "save_steps": 1, "seed": 0, "dataloader_pin_memory": False,
+              "use_cpu": True, "gradient_checkpointing": False}
+    path = tmp / f"recipe-{out.name}.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+def _checkpoints(out: Path) -> list[int]:
+    if not out.is_dir():
+        return []
+    return sorted(int(p.name.split("-")[1]) for p in out.glob("checkpoint-*") if (p / "trainer_state.json").is_file())
+
+
+@pytest.mark.slow
+def test_training_killed_and_rerun_matches_uninterrupted(tmp_path, tiny_model, reliability_log):
+    from safetensors.torch import load_file
+
+    ref_out, out = tmp_path / "ref", tmp_path / "killed"
+    _run([sys.executable, "-m", "alignkit.train", "--config", str(_recipe(tmp_path, tiny_model, ref_out))])
+    k = random.Random(7).randint(2, STEPS - 2)  # the seeded random kill point: once step k's checkpoint exists
+    cmd = [sys.executable, "-m", "alignkit.train", "--config", str(_recipe(tmp_path, tiny_model, out))]
+    rc = _kill_when(cmd, lambda: any(c >= k for c in _checkpoints(out)))
+    assert rc == -signal.SIGKILL, "the run finished before the kill point"
+    assert not (out / "metrics.json").exists()
+    _run(cmd)  # resumes from the newest complete checkpoint
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["resumed_from"] and metrics["global_step"] == STEPS
+    a, b = load_file(ref_out / "model.safetensors"), load_file(out / "model.safetensors")
+    assert a.keys() == b.keys()
+    worst = max((a[n] - b[n]).abs().max().item() for n in a)
+    assert worst < 1e-5, worst
+    reliability_log.record("fault", f"training killed (SIGKILL) after checkpoint {k}",
+                           f"rerun resumed; max weight diff {worst:.1e} (< 1e-5)")
+
+
+# --- evaluation -----------------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_eval_killed_and_rerun_is_byte_identical(tmp_path, tiny_model, reliability_log):
+    items = tmp_path / "items.jsonl"
+    items.write_text("".join(json.dumps({"id": f"q{i}", "prompt": f"What is the code of box {i}?",
+                                         "reference_true": [f"code {i}"], "reference_false": [f"code {i + 1}"]}) + "\n"
+                             for i in range(24)))
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(yaml.safe_dump({"name": "fault", "version": 1, "backend": "hf",
+                                     "backend_options": {"hf": {"batch_size": 2}},
+                                     "tasks": [{"task": "hallucination", "items": str(items), "judge": "reference",
+                                                "max_new_tokens": 6, "batch_size": 2}]}))
+
+    def cmd(out: Path) -> list[str]:
+        return [sys.executable, "-m", "alignkit.cli", "eval", "--suite", str(suite), "--model", f"tiny={tiny_model}",
+                "--out", str(out), "--no-progress"]
+
+    ref, out = tmp_path / "ref", tmp_path / "killed"
+    _run(cmd(ref))
+    cache = out / "cache" / "items.jsonl"
+    n_kill = random.Random(11).randint(3, 12)  # kill once this many items are cached
+
+    def cached() -> int:
+        try:
+            return sum(1 for _ in cache.open("rb"))
+        except FileNotFoundError:
+            return 0
+
+    rc = _kill_when(cmd(out), lambda: cached() >= n_kill)
+    assert rc == -signal.SIGKILL, "the eval finished before the kill point"
+    assert not (out / "results.json").exists()
+    _run(cmd(out))
+    assert (out / "results.json").read_bytes() == (ref / "results.json").read_bytes()
+    reliability_log.record("fault", f"evaluation killed (SIGKILL) after {n_kill} cached items",
+                           "rerun continued from the cache; results.json byte-identical", rows_lost=0)
