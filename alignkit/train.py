@@ -60,11 +60,16 @@ def trainer_module(name: str):
     return importlib.import_module(TRAINERS[name])
 
 
-def load_recipe(path: str | Path) -> dict[str, Any]:
-    with open(path, encoding="utf-8") as fh:
-        recipe = yaml.safe_load(fh)
+def load_recipe(path: str | Path, *, check: bool = False) -> dict[str, Any]:
+    """The recipe mapping; with ``check`` its fields are validated with errors naming the file, line and field."""
+    text = Path(path).read_text(encoding="utf-8")
+    recipe = yaml.safe_load(text)
     if not isinstance(recipe, dict):
         raise ValueError(f"{path}: a recipe must be a YAML mapping")
+    if check:
+        from alignkit.trainers.recipe import check_recipe, key_lines
+
+        check_recipe(recipe, _dataclass_types(recipe.get("trainer", "fdpo")), source=path, lines=key_lines(text))
     return recipe
 
 
@@ -78,9 +83,13 @@ def parse_dict(recipe: dict[str, Any]):
     """(script_args, training_args, model_args) from a recipe mapping; unknown keys are an error."""
     from transformers import HfArgumentParser
 
+    from alignkit.trainers.recipe import check_recipe
+
     recipe = dict(recipe)
     recipe.pop("env", None)
-    parser = HfArgumentParser(_dataclass_types(recipe.get("trainer", "fdpo")))
+    dataclass_types = _dataclass_types(recipe.get("trainer", "fdpo"))
+    check_recipe(recipe, dataclass_types)
+    parser = HfArgumentParser(dataclass_types)
     return parser.parse_dict(recipe, allow_extra_keys=False)
 
 
@@ -89,7 +98,7 @@ def train_from_config(config: str | Path | dict[str, Any], overrides: dict[str, 
     """Run one recipe in this process (no accelerate launch). Returns the metrics dict plus ``output_dir``.
 
     ``callbacks`` (``transformers.TrainerCallback``) are passed to trainers whose ``run`` accepts them."""
-    recipe = load_recipe(config) if isinstance(config, (str, Path)) else dict(config)
+    recipe = load_recipe(config, check=True) if isinstance(config, (str, Path)) else dict(config)
     recipe.update(overrides or {})
     script_args, training_args, model_args = parse_dict(recipe)
     module = trainer_module(script_args.trainer)
@@ -104,7 +113,7 @@ def main(argv: list[str] | None = None) -> dict:
     argv = list(sys.argv[1:] if argv is None else argv)
     trainer = "fdpo"
     if "--config" in argv:
-        trainer = load_recipe(argv[argv.index("--config") + 1]).get("trainer", trainer)
+        trainer = load_recipe(argv[argv.index("--config") + 1], check=True).get("trainer", trainer)
     if "--trainer" in argv:
         trainer = argv[argv.index("--trainer") + 1]
     parser = TrlParser(_dataclass_types(trainer))

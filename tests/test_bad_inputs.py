@@ -88,3 +88,31 @@ def test_ten_megabyte_row(tmp_path, reliability_log):
 def test_missing_input_file_is_clear(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.jsonl: no such file"):
         read_records(tmp_path / "nope.jsonl")
+
+
+# recipe -> (line, field, message fragment)
+RECIPE_CASES = {
+    "unknown_key.yaml": (5, "lerning_rate", "unknown recipe field (did you mean 'learning_rate'?)"),
+    "wrong_type.yaml": (6, "learning_rate", "expected float, got str '1e-4'"),
+    "bool_for_int.yaml": (4, "max_steps", "expected int, got bool True"),
+    "missing_model.yaml": (1, "model_name_or_path", "local model path /nonexistent/models/llama-7b does not exist"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(RECIPE_CASES))
+def test_bad_recipe_fails_before_launch(name, capsys, reliability_log):
+    line, field, fragment = RECIPE_CASES[name]
+    path = BAD / "recipes" / name
+    # `alignkit train` refuses it before building the accelerate command (exit 2, nothing launched)
+    assert cli_main(["train", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}:{line}: field {field}: {fragment}" in err
+    assert "accelerate" not in err
+    reliability_log.record("bad input", f"recipe {name}", f"refused at line {line}, field {field}", rows_lost=0)
+
+
+def test_recipe_dict_is_type_checked_too(tmp_path):
+    from alignkit.train import parse_dict
+
+    with pytest.raises(ValueError, match="field beta: expected float, got str 'high'"):
+        parse_dict({"dataset_path": "x.jsonl", "output_dir": str(tmp_path), "beta": "high"})

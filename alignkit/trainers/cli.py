@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
+
 
 def launch_command(recipe: str, accelerate_config: str | None = None, num_processes: int | None = None,
                    extra: list[str] | None = None, cpu: bool | None = None) -> list[str]:
@@ -37,6 +39,13 @@ def _train(args: argparse.Namespace) -> int:
         return 2
     if args.accelerate_config and not Path(args.accelerate_config).is_file():
         print(f"error: accelerate config {args.accelerate_config} not found", file=sys.stderr)
+        return 2
+    from alignkit.train import load_recipe
+
+    try:  # fail here, with file:line:field, rather than inside N accelerate workers
+        load_recipe(args.recipe, check=True)
+    except (ValueError, yaml.YAMLError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     extra = []
     for item in args.set or []:

@@ -1,0 +1,93 @@
+"""Recipe checks that run before anything is launched: unknown keys and wrongly typed values are reported with the
+file, the line and the field, and a local model path that does not exist is caught before ``accelerate launch``.
+
+``HfArgumentParser.parse_dict`` rejects unknown keys but not wrong types (a YAML ``learning_rate: 1e-4`` is the
+*string* ``"1e-4"`` under YAML 1.1 and would only fail deep inside the optimizer), hence this module.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import enum
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+def key_lines(text: str) -> dict[str, int]:
+    """1-based line of each top-level key of a YAML mapping (empty when the text is not a mapping)."""
+    node = yaml.compose(text, Loader=yaml.SafeLoader)
+    if not isinstance(node, yaml.MappingNode):
+        return {}
+    return {k.value: k.start_mark.line + 1 for k, _ in node.value if isinstance(k, yaml.ScalarNode)}
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _matches(value: Any, tp: Any) -> bool:
+    """Whether ``value`` (as loaded from YAML) fits the annotation ``tp``; unknown annotations are accepted."""
+    if tp is Any:
+        return True
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, a) for a in args)
+    if tp is type(None):
+        return value is None
+    if origin is typing.Literal:
+        return value in args
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is str:
+        return isinstance(value, str)
+    if origin in (list, tuple):
+        return isinstance(value, (list, tuple, str))  # HF also accepts "a,b" strings for some list fields
+    if origin is dict or tp is dict:
+        return isinstance(value, (dict, str))
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return isinstance(value, tp) or value in {m.value for m in tp}
+    return True
+
+
+def check_recipe(recipe: dict[str, Any], dataclass_types: tuple[type, ...], *, source: str | Path | None = None,
+                 lines: dict[str, int] | None = None) -> None:
+    """Raise ``ValueError("FILE:LINE: field KEY: ...")`` for the first unknown or wrongly typed recipe field."""
+    lines = lines or {}
+    fields: dict[str, Any] = {}
+    for dc in dataclass_types:
+        hints = typing.get_type_hints(dc)
+        for f in dataclasses.fields(dc):
+            if f.init:
+                fields.setdefault(f.name, hints.get(f.name, Any))
+
+    def where(key: str) -> str:
+        loc = str(source) if source else "recipe"
+        return f"{loc}:{lines[key]}" if key in lines else loc
+
+    for key, value in recipe.items():
+        if key == "env":
+            continue
+        if key not in fields:
+            close = difflib.get_close_matches(key, list(fields), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(f"{where(key)}: field {key}: unknown recipe field{hint}")
+        tp = fields[key]
+        if not _matches(value, tp):
+            hint = ""
+            if isinstance(value, str) and "e" in value.lower() and _matches(1.0, tp):
+                hint = " (YAML reads 1e-4 as a string; write 1.0e-4)"
+            raise ValueError(f"{where(key)}: field {key}: expected {_type_name(tp)}, got {type(value).__name__} "
+                             f"{value!r}{hint}")
+    model = recipe.get("model_name_or_path")
+    if isinstance(model, str) and model.startswith(("/", "./", "../", "~")) and not Path(model).expanduser().exists():
+        raise ValueError(f"{where('model_name_or_path')}: field model_name_or_path: local model path {model} "
+                         "does not exist")
