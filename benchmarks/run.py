@@ -65,6 +65,12 @@ def main(argv: list[str] | None = None) -> int:
             md += [part.read_text(encoding="utf-8").strip(), ""]
         else:
             md += [f"## {r['module']}", "", f"failed (exit {r['returncode']}); see its output above.", ""]
+    # figures recorded earlier on other hardware (e.g. scripts/gpu_check.sh on a GPU) are kept, labelled as such
+    others = sorted(p for p in raw.glob("*.md") if p.stem not in MODULES)
+    if others:
+        md += ["# Recorded on other machines", "",
+               "Not re-measured by this run; each file names the machine it ran on.", ""]
+        md += [p.read_text(encoding="utf-8").strip() + "\n" for p in others]
     atomic_write_text(out / "RESULTS.md", "\n".join(md) + "\n")
     print(f"wrote {out / 'results.json'} and {out / 'RESULTS.md'}")
     return 0 if all(r["returncode"] == 0 for r in records) else 1

@@ -126,3 +126,13 @@ def test_eval_cli_two_models_report_and_resume(tmp_path, shared_data, tiny_model
     outputs = [json.loads(x)["output"] for f in (out / "items").glob("hallucination__*.jsonl")
                for x in f.read_text().splitlines()]
     assert "MARKED: reused from the cache" in outputs
+
+
+def test_backend_options_from_the_cli_and_lora_mode_checked(tmp_path, shared_data, tiny_model, capsys):
+    suite = _suite(tmp_path, shared_data)
+    assert main(["eval", "--suite", str(suite), "--backend-option", "batch_size"]) == 2
+    assert "KEY=VALUE" in capsys.readouterr().err
+    argv = ["eval", "--suite", str(suite), "--model", f"m={tiny_model}", "--out", str(tmp_path / "o"),
+            "--backend", "vllm", "--backend-option", "lora_mode=sideways"]
+    with pytest.raises(ValueError, match="lora_mode must be auto, request or merge, got 'sideways'"):
+        main(argv)

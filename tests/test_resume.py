@@ -64,3 +64,24 @@ def test_resumed_run_matches_uninterrupted_run(tiny_model, tmp_path):
     lb = [h["loss"] for h in json.loads((full / "metrics.json").read_text())["log_history"] if "loss" in h]
     assert la == pytest.approx(lb[:STOP_AT], abs=1e-6)
     assert torch.isfinite(torch.tensor(lb)).all()
+
+
+def test_incomplete_checkpoints_are_not_resumed_from(tmp_path):
+    """A checkpoint cut off mid-save (no or torn trainer_state.json, written last by the Trainer) is skipped."""
+    from alignkit.trainers.runner import resolve_checkpoint
+
+    def ckpt(step: int, state: str | None) -> Path:
+        d = tmp_path / f"checkpoint-{step}"
+        d.mkdir()
+        (d / "model.safetensors").write_bytes(b"x")
+        if state is not None:
+            (d / "trainer_state.json").write_text(state)
+        return d
+
+    assert resolve_checkpoint(None, str(tmp_path)) is None
+    good = ckpt(2, json.dumps({"global_step": 2}))
+    ckpt(4, None)  # killed before the state file
+    ckpt(6, '{"global_step": 6, "log_hist')  # torn state file
+    assert resolve_checkpoint(None, str(tmp_path)) == str(good)
+    assert resolve_checkpoint("last", str(tmp_path)) == str(good)
+    assert resolve_checkpoint(str(tmp_path / "checkpoint-4"), str(tmp_path)) == str(tmp_path / "checkpoint-4")

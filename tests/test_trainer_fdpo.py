@@ -197,6 +197,7 @@ def test_train_from_config_lora_writes_adapter_config_and_metrics(tiny_model, tm
     on_disk = json.loads((out / "metrics.json").read_text())
     assert on_disk["global_step"] == 3 and on_disk["flip_counts"] == {"train": 2}
     assert on_disk["data"]["train"]["n_used"] == 8
+    assert on_disk["peak_rss_mib"] > 50 and on_disk["peak_memory_mib"] is None  # CPU run: host RSS only
     losses = [h["loss"] for h in on_disk["log_history"] if "loss" in h]
     assert len(losses) == 3 and all(math.isfinite(x) for x in losses)
     config = yaml.safe_load((out / "alignkit_config.yaml").read_text())

@@ -6,7 +6,10 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
+
+import yaml
 
 
 def register(subparsers: argparse._SubParsersAction, name: str, help_text: str) -> None:
@@ -19,6 +22,8 @@ def register(subparsers: argparse._SubParsersAction, name: str, help_text: str) 
     p.add_argument("--out", default=None, help="output folder (default runs/eval/<suite name>); rerun to resume")
     p.add_argument("--backend", choices=("vllm", "hf"), default=None, help="override the suite's backend")
     p.add_argument("--limit", type=int, default=None, help="cap every task at N items (smoke runs)")
+    p.add_argument("--backend-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="backend option (VALUE parsed as YAML), e.g. tensor_parallel_size=4 or lora_mode=request")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=main)
 
@@ -27,6 +32,13 @@ def main(args: argparse.Namespace) -> int:
     from alignkit.evals.runner import Suite, parse_model, run_suite
 
     suite = Suite.from_yaml(args.suite)
+    backend = args.backend or suite.backend
+    for item in args.backend_option:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            print(f"error: --backend-option wants KEY=VALUE, got {item!r}", file=sys.stderr)
+            return 2
+        suite.backend_options.setdefault(backend, {})[key] = yaml.safe_load(value)
     models = [parse_model(m, args.adapter_base) for m in (args.model or ["base=smollm2-135m-instruct"])]
     out = Path(args.out or Path("runs") / "eval" / suite.name)
     results = run_suite(suite, models, out, backend=args.backend, limit=args.limit, progress=not args.no_progress)

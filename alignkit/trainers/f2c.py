@@ -312,7 +312,9 @@ def run(script_args: Any, training_args: F2CConfig, model_args: Any, callbacks: 
                          callbacks=callbacks)
     result = trainer.train()
     trainer.save_model(training_args.output_dir)
-    metrics = {**result.metrics, "n_examples": len(train)}
+    from alignkit.trainers.runner import peak_memory
+
+    metrics = {**result.metrics, "n_examples": len(train), **peak_memory()}
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(training_args.output_dir)
         atomic_write_json(Path(training_args.output_dir) / "metrics.json",

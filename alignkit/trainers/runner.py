@@ -50,17 +50,47 @@ def load_split(path: str, split: str, *, require_flags: bool, on_invalid: str, m
     return records_to_dataset(records, res.source), info
 
 
-def resolve_checkpoint(resume: str | None, output_dir: str) -> str | None:
-    """``resume_from_checkpoint``: a path, or ``last``/``true``/``auto`` for the newest one; unset = the newest one
-    if the output folder has any (reruns resume)."""
-    from transformers.trainer_utils import get_last_checkpoint
+def complete_checkpoints(output_dir: str | Path) -> list[Path]:
+    """``checkpoint-N`` folders that were fully written, oldest first.
 
+    The HF Trainer writes ``trainer_state.json`` last, so a folder whose state file is missing or does not parse was
+    cut off mid-save (a kill or a full disk) and must not be resumed from."""
+    done = []
+    for d in Path(output_dir).glob("checkpoint-*"):
+        step = d.name.split("-", 1)[1]
+        if not (d.is_dir() and step.isdigit()):
+            continue
+        try:
+            state = json.loads((d / "trainer_state.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            logger.warning("skipping incomplete checkpoint %s (no readable trainer_state.json)", d)
+            continue
+        if state.get("global_step") == int(step):
+            done.append(d)
+    return sorted(done, key=lambda d: int(d.name.split("-", 1)[1]))
+
+
+def resolve_checkpoint(resume: str | None, output_dir: str) -> str | None:
+    """``resume_from_checkpoint``: a path, or ``last``/``true``/``auto`` for the newest complete one; unset = the
+    newest complete one if the output folder has any (reruns resume)."""
     if resume and resume.lower() not in ("last", "true", "auto"):
         return resume
-    last = get_last_checkpoint(output_dir) if Path(output_dir).is_dir() else None
+    done = complete_checkpoints(output_dir) if Path(output_dir).is_dir() else []
+    last = str(done[-1]) if done else None
     if resume and last is None:
         logger.warning("resume_from_checkpoint=%s but %s holds no checkpoint; starting fresh", resume, output_dir)
     return last
+
+
+def peak_memory() -> dict[str, float | None]:
+    """This process's peak host RSS and (on CUDA) peak allocated device memory, in MiB."""
+    import resource
+
+    import torch
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    gpu = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
+    return {"peak_rss_mib": round(rss, 1), "peak_memory_mib": None if gpu is None else round(gpu, 1)}
 
 
 def _plain(obj: Any) -> Any:
@@ -124,6 +154,7 @@ def run_preference(trainer_cls, script_args, training_args, model_args, callback
         "data": {"train": train_info, "eval": eval_info},
         "resumed_from": checkpoint,
         "global_step": trainer.state.global_step,
+        **peak_memory(),
     }
     if eval_ds is not None:
         metrics["eval"] = trainer.evaluate()
