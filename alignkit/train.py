@@ -60,16 +60,19 @@ def trainer_module(name: str):
     return importlib.import_module(TRAINERS[name])
 
 
-def load_recipe(path: str | Path, *, check: bool = False) -> dict[str, Any]:
-    """The recipe mapping; with ``check`` its fields are validated with errors naming the file, line and field."""
+def load_recipe(path: str | Path, *, check: bool = False, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The recipe mapping with ``overrides`` applied; with ``check`` its fields are validated with errors naming the
+    file, line and field (an overridden field is reported without a line)."""
     text = Path(path).read_text(encoding="utf-8")
     recipe = yaml.safe_load(text)
     if not isinstance(recipe, dict):
         raise ValueError(f"{path}: a recipe must be a YAML mapping")
+    recipe.update(overrides or {})
     if check:
         from alignkit.trainers.recipe import check_recipe, key_lines
 
-        check_recipe(recipe, _dataclass_types(recipe.get("trainer", "fdpo")), source=path, lines=key_lines(text))
+        lines = {k: v for k, v in key_lines(text).items() if k not in (overrides or {})}
+        check_recipe(recipe, _dataclass_types(recipe.get("trainer", "fdpo")), source=path, lines=lines)
     return recipe
 
 
@@ -98,8 +101,10 @@ def train_from_config(config: str | Path | dict[str, Any], overrides: dict[str, 
     """Run one recipe in this process (no accelerate launch). Returns the metrics dict plus ``output_dir``.
 
     ``callbacks`` (``transformers.TrainerCallback``) are passed to trainers whose ``run`` accepts them."""
-    recipe = load_recipe(config, check=True) if isinstance(config, (str, Path)) else dict(config)
-    recipe.update(overrides or {})
+    if isinstance(config, (str, Path)):
+        recipe = load_recipe(config, check=True, overrides=overrides)
+    else:
+        recipe = {**config, **(overrides or {})}
     script_args, training_args, model_args = parse_dict(recipe)
     module = trainer_module(script_args.trainer)
     if callbacks:
@@ -113,7 +118,8 @@ def main(argv: list[str] | None = None) -> dict:
     argv = list(sys.argv[1:] if argv is None else argv)
     trainer = "fdpo"
     if "--config" in argv:
-        trainer = load_recipe(argv[argv.index("--config") + 1], check=True).get("trainer", trainer)
+        # checked by `alignkit train` / train_from_config; here CLI flags may still override any field
+        trainer = load_recipe(argv[argv.index("--config") + 1]).get("trainer", trainer)
     if "--trainer" in argv:
         trainer = argv[argv.index("--trainer") + 1]
     parser = TrlParser(_dataclass_types(trainer))

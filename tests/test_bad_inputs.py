@@ -96,6 +96,7 @@ RECIPE_CASES = {
     "wrong_type.yaml": (6, "learning_rate", "expected float, got str '1e-4'"),
     "bool_for_int.yaml": (4, "max_steps", "expected int, got bool True"),
     "missing_model.yaml": (1, "model_name_or_path", "local model path /nonexistent/models/llama-7b does not exist"),
+    "missing_data.yaml": (2, "dataset_path", "outputs/never-built/train.jsonl does not exist"),
 }
 
 
@@ -109,6 +110,14 @@ def test_bad_recipe_fails_before_launch(name, capsys, reliability_log):
     assert f"{path}:{line}: field {field}: {fragment}" in err
     assert "accelerate" not in err
     reliability_log.record("bad input", f"recipe {name}", f"refused at line {line}, field {field}", rows_lost=0)
+
+
+def test_recipe_overrides_are_checked_without_a_line(capsys):
+    path = BAD / "recipes" / "missing_data.yaml"
+    assert cli_main(["train", str(path), "--set", "dataset_path=also/missing.jsonl"]) == 2
+    assert f"{path}: field dataset_path: also/missing.jsonl does not exist" in capsys.readouterr().err
+    assert cli_main(["train", str(path), "--set", "max_steps=two"]) == 2
+    assert f"{path}: field max_steps: expected int, got str 'two'" in capsys.readouterr().err
 
 
 def test_recipe_dict_is_type_checked_too(tmp_path):

@@ -33,6 +33,17 @@ def launch_command(recipe: str, accelerate_config: str | None = None, num_proces
     return cmd
 
 
+def _cli_value(text: str):
+    """A --set value as the TRL parser will type it: YAML, except that "1e-4" is a float here, not a string."""
+    value = yaml.safe_load(text)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    return value
+
+
 def _train(args: argparse.Namespace) -> int:
     if not Path(args.recipe).is_file():
         print(f"error: recipe {args.recipe} not found", file=sys.stderr)
@@ -40,20 +51,21 @@ def _train(args: argparse.Namespace) -> int:
     if args.accelerate_config and not Path(args.accelerate_config).is_file():
         print(f"error: accelerate config {args.accelerate_config} not found", file=sys.stderr)
         return 2
-    from alignkit.train import load_recipe
-
-    try:  # fail here, with file:line:field, rather than inside N accelerate workers
-        load_recipe(args.recipe, check=True)
-    except (ValueError, yaml.YAMLError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    extra = []
+    extra, overrides = [], {}
     for item in args.set or []:
         key, sep, value = item.partition("=")
         if not sep or not key:
             print(f"error: --set wants KEY=VALUE, got {item!r}", file=sys.stderr)
             return 2
         extra += [f"--{key}", value]
+        overrides[key] = _cli_value(value)
+    from alignkit.train import load_recipe
+
+    try:  # fail here, with file:line:field, rather than inside N accelerate workers
+        load_recipe(args.recipe, check=True, overrides=overrides)
+    except (ValueError, yaml.YAMLError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     cmd = launch_command(args.recipe, args.accelerate_config, args.num_processes, extra)
     print("+ " + " ".join(cmd), flush=True)
     return subprocess.call(cmd)
