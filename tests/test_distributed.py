@@ -53,6 +53,7 @@ def _check(out: Path, tiny_model: str) -> None:
 
     metrics = json.loads((out / "metrics.json").read_text())
     losses = [h["loss"] for h in metrics["log_history"] if "loss" in h]
+    assert metrics["world_size"] == 2  # two ranks in one process group, not two independent runs
     assert len(losses) == STEPS and all(math.isfinite(x) for x in losses)
     assert losses[-1] < losses[0] - 0.05, losses
     assert metrics["flip_counts"] == {"train": 1}

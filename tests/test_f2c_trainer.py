@@ -152,6 +152,7 @@ def test_two_process_zero3_f2c(tiny_model, tmp_path, shared_data):
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
     metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["world_size"] == 2  # a real 2-rank group
     logs = [h for h in metrics["log_history"] if "loss" in h]
     assert len(logs) == 4 and all(math.isfinite(h["loss"]) for h in logs)
     assert all("f2c/skipped" in h and "f2c/agreement" in h for h in logs)

@@ -14,9 +14,12 @@ def test_launch_command_wraps_accelerate_and_the_train_module():
     assert cmd[:3] == [sys.executable, "-m", "accelerate.commands.launch"]
     assert cmd[cmd.index("--config_file") + 1] == "accelerate_configs/zero3.yaml"
     assert cmd[cmd.index("--num_processes") + 1] == "2"
-    assert "--cpu" in cmd and cmd[cmd.index("--mixed_precision") + 1] == "no"
+    # accelerate's --cpu would force its single-process launcher: the workers get use_cpu instead
+    assert "--cpu" not in cmd and cmd[cmd.index("--mixed_precision") + 1] == "no"
     tail = cmd[cmd.index("-m", 3):]
-    assert tail == ["-m", "alignkit.train", "--config", "recipes/smollm2-135m/fdpo.yaml", "--max_steps", "5"]
+    assert tail == ["-m", "alignkit.train", "--config", "recipes/smollm2-135m/fdpo.yaml", "--max_steps", "5",
+                    "--use_cpu", "true"]
+    assert "--multi_gpu" in launch_command("r.yaml", None, 2, cpu=True)  # torchrun workers without a config file
     gpu = launch_command("r.yaml", cpu=False)
     assert "--cpu" not in gpu and "--config_file" not in gpu
 

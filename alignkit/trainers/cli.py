@@ -1,8 +1,8 @@
 """``alignkit train RECIPE.yaml [--accelerate-config FILE] [--num-processes N] [--set KEY=VALUE ...]``.
 
 Builds and runs ``accelerate launch [--config_file FILE] -m alignkit.train --config RECIPE.yaml``, so the two forms
-run the same code. Without a visible CUDA device it adds ``--cpu --mixed_precision no`` (DeepSpeed then uses its CPU
-accelerator over gloo). ``--set max_steps=5`` overrides a recipe field (passed on as ``--max_steps 5``).
+run the same code. Without a visible CUDA device it adds ``--mixed_precision no`` and passes ``--use_cpu true`` to the
+workers, so N processes form a gloo group (DeepSpeed then uses its CPU accelerator). ``--set max_steps=5`` overrides a recipe field (passed on as ``--max_steps 5``).
 """
 
 from __future__ import annotations
@@ -27,10 +27,16 @@ def launch_command(recipe: str, accelerate_config: str | None = None, num_proces
         cmd += ["--config_file", str(accelerate_config)]
     if num_processes is not None:
         cmd += ["--num_processes", str(num_processes)]
+    train_args = ["-m", "alignkit.train", "--config", str(recipe), *(extra or [])]
     if cpu:
-        cmd += ["--cpu", "--mixed_precision", "no"]
-    cmd += ["-m", "alignkit.train", "--config", str(recipe), *(extra or [])]
-    return cmd
+        # Not accelerate's --cpu: it forces the single-process launcher (accelerate only spawns workers through
+        # torchrun for MULTI_GPU / DeepSpeed configs, or through mpirun). The workers get use_cpu instead, and with
+        # torchrun's WORLD_SIZE > 1 they form a real gloo process group (MULTI_CPU, or DeepSpeed on its CPU accelerator).
+        cmd += ["--mixed_precision", "no"]
+        if not accelerate_config and (num_processes or 1) > 1:
+            cmd += ["--multi_gpu"]
+        train_args += ["--use_cpu", "true"]
+    return cmd + train_args
 
 
 def _cli_value(text: str):

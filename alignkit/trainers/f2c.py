@@ -314,7 +314,8 @@ def run(script_args: Any, training_args: F2CConfig, model_args: Any, callbacks: 
     trainer.save_model(training_args.output_dir)
     from alignkit.trainers.runner import peak_memory
 
-    metrics = {**result.metrics, "n_examples": len(train), **peak_memory()}
+    metrics = {**result.metrics, "n_examples": len(train), "world_size": trainer.accelerator.num_processes,
+               **peak_memory()}
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(training_args.output_dir)
         atomic_write_json(Path(training_args.output_dir) / "metrics.json",

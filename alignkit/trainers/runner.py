@@ -154,6 +154,7 @@ def run_preference(trainer_cls, script_args, training_args, model_args, callback
         "data": {"train": train_info, "eval": eval_info},
         "resumed_from": checkpoint,
         "global_step": trainer.state.global_step,
+        "world_size": trainer.accelerator.num_processes,
         **peak_memory(),
     }
     if eval_ds is not None:
