@@ -23,7 +23,11 @@ def main() -> None:
     ap.add_argument("--out", default=str(REPO / "runs/f2c-result"), help="run folder (adapter, caches)")
     ap.add_argument("--doc", default=str(REPO / "docs/f2c_result.md"))
     ap.add_argument("--limit", type=int, default=None, help="validation examples (default: all 277)")
+    ap.add_argument("--readme-only", action="store_true", help="only copy the doc's table into the README")
     args = ap.parse_args()
+    if args.readme_only:
+        update_readme(Path(args.doc))
+        return
 
     from alignkit.builders.consistency import ConsistencyBuildConfig, build_consistency
     from alignkit.evals.backends.base import ModelSpec
@@ -97,6 +101,24 @@ def main() -> None:
         label: {k: m.value for k, m in r.metrics.items()} | {"per_format_f1": r.extra["per_format_f1"], "n": n}
         for label, r in results.items()})
     print("\n".join(lines))
+    update_readme(Path(args.doc))
+
+
+def update_readme(doc: Path) -> None:
+    """Copy the before/after table of the generated doc into the README's f2c block (never typed by hand)."""
+    import re
+
+    from alignkit.utils import atomic_write_text
+
+    text = doc.read_text(encoding="utf-8").splitlines()
+    start = text.index("| metric | base | F²C | Δ |")
+    end = next((i for i in range(start, len(text)) if not text[i].startswith("|")), len(text))
+    table = "\n".join(text[start:end])
+    shares = next((line for line in text if line.startswith("Predicted classes")), "")
+    block = f"<!-- f2c:begin -->\n{table}\n" + (f"\n{shares}\n" if shares else "") + "<!-- f2c:end -->"
+    readme = REPO / "README.md"
+    body = readme.read_text(encoding="utf-8")
+    atomic_write_text(readme, re.sub(r"<!-- f2c:begin -->.*?<!-- f2c:end -->", lambda _: block, body, flags=re.S))
 
 
 if __name__ == "__main__":
