@@ -91,7 +91,7 @@ def parse_dict(recipe: dict[str, Any]):
     recipe = dict(recipe)
     recipe.pop("env", None)
     dataclass_types = _dataclass_types(recipe.get("trainer", "fdpo"))
-    check_recipe(recipe, dataclass_types)
+    check_recipe(recipe, dataclass_types, check_paths=False)  # paths are checked at launch; parsing needs none
     parser = HfArgumentParser(dataclass_types)
     return parser.parse_dict(recipe, allow_extra_keys=False)
 

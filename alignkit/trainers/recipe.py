@@ -59,8 +59,9 @@ def _matches(value: Any, tp: Any) -> bool:
 
 
 def check_recipe(recipe: dict[str, Any], dataclass_types: tuple[type, ...], *, source: str | Path | None = None,
-                 lines: dict[str, int] | None = None) -> None:
-    """Raise ``ValueError("FILE:LINE: field KEY: ...")`` for the first unknown or wrongly typed recipe field."""
+                 lines: dict[str, int] | None = None, check_paths: bool = True) -> None:
+    """Raise ``ValueError("FILE:LINE: field KEY: ...")`` for the first unknown or wrongly typed recipe field, and
+    (``check_paths``, at launch) for a local model path or dataset file that does not exist."""
     lines = lines or {}
     fields: dict[str, Any] = {}
     for dc in dataclass_types:
@@ -87,6 +88,8 @@ def check_recipe(recipe: dict[str, Any], dataclass_types: tuple[type, ...], *, s
                 hint = " (YAML reads 1e-4 as a string; write 1.0e-4)"
             raise ValueError(f"{where(key)}: field {key}: expected {_type_name(tp)}, got {type(value).__name__} "
                              f"{value!r}{hint}")
+    if not check_paths:
+        return
     model = recipe.get("model_name_or_path")
     if isinstance(model, str) and model.startswith(("/", "./", "../", "~")) and not Path(model).expanduser().exists():
         raise ValueError(f"{where('model_name_or_path')}: field model_name_or_path: local model path {model} "
