@@ -195,3 +195,13 @@ def test_card_path_keeps_dots_in_stem():
     assert card_path("d/train_eps0.4.jsonl").name == "train_eps0.4.card.json"
     assert card_path("d/train_eps0.jsonl").name == "train_eps0.card.json"
     assert card_path("d/x.parquet").name == "x.card.json"
+
+
+def test_atomic_outputs_get_umask_permissions(tmp_path):
+    """mkstemp creates 0600 files; outputs shared on a cluster need the usual umask permissions."""
+    import stat
+
+    from alignkit.utils import _UMASK, atomic_write_text
+
+    out = atomic_write_text(tmp_path / "o.txt", "x")
+    assert stat.S_IMODE(out.stat().st_mode) == 0o666 & ~_UMASK
