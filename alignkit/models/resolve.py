@@ -13,13 +13,11 @@ from __future__ import annotations
 import fcntl
 import os
 import re
-import shutil
-import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from alignkit.utils import alignkit_home
+from alignkit.utils import alignkit_home, atomic_dir
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 # name -> (python package holding the GGUF, file name inside it)
@@ -90,18 +88,9 @@ def build_from_gguf(gguf_file: Path, out_dir: Path) -> Path:
     model.generation_config = GenerationConfig(
         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
     )
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    os.chmod(tmp, 0o755)  # mkdtemp makes it private; the cache is meant to be shared
-    try:
+    with atomic_dir(out_dir) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir
 
 

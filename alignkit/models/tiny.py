@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from alignkit.models.resolve import DEFAULT_MODEL, _file_lock, _is_complete, embedded_model_dir, models_dir
+from alignkit.utils import atomic_dir
 
 
 def build_tiny_llama(out_dir: str | os.PathLike | None = None, *, hidden_size: int = 128, num_layers: int = 2,
@@ -36,15 +35,7 @@ def build_tiny_llama(out_dir: str | os.PathLike | None = None, *, hidden_size: i
         )
         torch.manual_seed(seed)
         model = LlamaForCausalLM(config)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-        os.chmod(tmp, 0o755)
-        try:
+        with atomic_dir(out) as tmp:
             model.save_pretrained(tmp, safe_serialization=True)
             tok.save_pretrained(tmp)
-            if out.exists():
-                shutil.rmtree(out)
-            os.replace(tmp, out)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
     return out
