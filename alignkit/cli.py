@@ -19,11 +19,15 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "experiment": ("alignkit.experiments.cli", "multi-run experiments (noise sweep)"),
     "demo": ("alignkit.demo", "the end-to-end demo on the embedded default model"),
     "model": ("alignkit.models.cli", "resolve/prepare models (the embedded default)"),
+    "recipes": ("alignkit.resources.cli", "list the shipped training recipes (alignkit train NAME)"),
 }
 
 
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
+    from alignkit import __version__
+
     parser = argparse.ArgumentParser(prog="alignkit", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"alignkit {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     wanted = argv[0] if argv and argv[0] in _COMMANDS else None
     for name, (module, help_text) in _COMMANDS.items():
