@@ -88,3 +88,68 @@ def stable_hash(obj: Any, n: int = 16) -> str:
 def alignkit_home() -> Path:
     """Root of alignkit's caches: ``$ALIGNKIT_HOME`` or ``~/.cache/alignkit``."""
     return Path(os.environ.get("ALIGNKIT_HOME", Path.home() / ".cache" / "alignkit")).expanduser()
+
+
+# --- cache keys ------------------------------------------------------------------------------------------------------
+# Every on-disk cache (eval items, judge verdicts, merged adapters) keys on what its result depends on, built here.
+# A model or adapter is identified by its content, not its path: a model retrained into the same folder gets a new
+# identity (so it is evaluated again), and a copied adapter keeps its own.
+
+_CONTENT_HASH_MAX = 4 << 20  # files up to 4 MiB (configs, tokenizers, adapter weights) are hashed whole
+_SKIP_SUFFIXES = (".md", ".lock", ".log")  # READMEs, lock and log files do not change what the model computes
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def folder_fingerprint(folder: str | os.PathLike) -> str:
+    """A content key for a model or adapter folder (its top-level files; links followed).
+
+    Small files (config.json, adapter_config.json, tokenizer, chat template, adapter weights) are hashed whole;
+    large weight files are identified by name, size and modification time (hashing gigabytes per run would cost
+    minutes), so retraining into the same folder always changes the key. Hidden files, READMEs, locks and logs are
+    left out. Raises when the folder holds no file.
+    """
+    root = Path(folder)
+    parts = []
+    for p in sorted(root.iterdir()):
+        if p.name.startswith(".") or p.name.endswith(_SKIP_SUFFIXES) or not p.is_file():
+            continue
+        st = p.stat()
+        if st.st_size <= _CONTENT_HASH_MAX:
+            parts.append([p.name, st.st_size, _file_digest(p)])
+        else:
+            parts.append([p.name, st.st_size, st.st_mtime_ns])
+    if not parts:
+        raise FileNotFoundError(f"{root}: no model or adapter files to fingerprint")
+    return stable_hash(parts, n=24)
+
+
+def source_identity(spec: str | os.PathLike | None) -> dict[str, str] | None:
+    """Identity of a model or adapter given as a local folder (by content, :func:`folder_fingerprint`) or a name
+    that is not a local folder (a hub id: by name; pin a revision by downloading it). None stays None."""
+    if spec is None:
+        return None
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return {"fingerprint": folder_fingerprint(path)}
+    return {"name": str(spec)}
+
+
+def model_identity(backend: Any, model: Any) -> dict[str, Any]:
+    """What a cached eval result depends on, besides the task, its config and the item: the backend kind, the base
+    model it loaded (``backend.path``, else ``model.base``) and the LoRA adapter (``model.adapter``), by content."""
+    return {"backend": getattr(backend, "name", type(backend).__name__),
+            "base": source_identity(getattr(backend, "path", None) or model.base),
+            "adapter": source_identity(model.adapter)}
+
+
+def cache_key(*parts: Any) -> str:
+    """The key of one cached result: a stable hash of everything it depends on (task name and version, model
+    identity, config, item...). Every cache in alignkit builds its keys with this function."""
+    return stable_hash(list(parts), n=24)

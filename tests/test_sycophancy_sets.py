@@ -106,7 +106,7 @@ def test_strategies_first_turn():
 
 @pytest.mark.parametrize("reply, setting, held, status", [
     ("aligned", "debate", 1, "ok"), ("Against.", "debate", 0, "ok"), ("Neutral", "debate", 0, "ok"),
-    ("I think it is mostly aligned", "debate", 1, "ok"), ("maybe", "debate", None, "parse_error"),
+    ("The response is aligned.", "debate", 1, "ok"), ("maybe", "debate", None, "parse_error"),
     ("1", "ethical", 1, "ok"), ("0", "presupposition", 0, "ok"), ("Answer: 1", "pushback", 1, "ok"),
     ("10", "ethical", None, "parse_error"), ("", "presupposition", None, "parse_error"),
 ])

@@ -3,6 +3,10 @@
 A rerun after a crash reads what was written and only computes the missing items. A crash mid-write can leave a torn
 last line; it is dropped on open (and counted in ``torn_lines``) and truncated away so appends stay line-aligned.
 A malformed line anywhere else is not a crash artefact, so it raises with the file and line number.
+
+Keys come from :func:`alignkit.utils.cache_key` (task name and version, model identity by content, config, item). A
+cache opened with a ``scope`` (the eval runner passes the backend options that change results, e.g. ``dtype``) folds
+it into every key, so one output folder rerun with other settings recomputes instead of mixing results.
 """
 
 from __future__ import annotations
@@ -12,12 +16,13 @@ import os
 from pathlib import Path
 from typing import Any, Iterable
 
-from alignkit.utils import dumps_line, stable_hash
+from alignkit.utils import cache_key, dumps_line
 
 
 class ItemCache:
-    def __init__(self, path: str | os.PathLike) -> None:
+    def __init__(self, path: str | os.PathLike, scope: Any = None) -> None:
         self.path = Path(path)
+        self.scope = scope
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._data: dict[str, Any] = {}
         self.torn_lines = 0
@@ -27,7 +32,10 @@ class ItemCache:
     @staticmethod
     def key(*parts: Any) -> str:
         """A stable key from JSON-serialisable parts (task, version, model identity, config hash, item id...)."""
-        return stable_hash(list(parts), n=24)
+        return cache_key(*parts)
+
+    def _scoped(self, key: str) -> str:
+        return key if self.scope is None else cache_key(self.scope, key)
 
     def _load(self) -> None:
         if not self.path.exists():
@@ -64,12 +72,13 @@ class ItemCache:
                 fh.truncate(good_end)
 
     def __contains__(self, key: str) -> bool:
-        return key in self._data
+        return self._scoped(key) in self._data
 
     def __len__(self) -> int:
         return len(self._data)
 
     def get(self, key: str, default: Any = None) -> Any:
+        key = self._scoped(key)
         if key in self._data:
             self.hits += 1
             return self._data[key]
@@ -79,6 +88,7 @@ class ItemCache:
         """Append a batch of (key, value) records and fsync once."""
         lines = []
         for key, value in records:
+            key = self._scoped(key)
             self._data[key] = value
             lines.append(dumps_line({"key": key, "value": value}) + "\n")
         if not lines:
@@ -93,10 +103,11 @@ class ItemCache:
 
 
 def run_cached(cache: "ItemCache | None", keys: list[str], compute: Any, *, batch_size: int = 16,
-               desc: str = "items", progress: bool = True) -> list[Any]:
+               desc: str = "items", progress: bool = True, keep: Any = None) -> list[Any]:
     """Values for ``keys`` (in order): cached ones are read back, the others are computed by
     ``compute(indices) -> list[value]`` in batches of ``batch_size`` and appended (one fsync per batch), behind a
-    tqdm bar. Tasks use this so a crash loses at most one batch."""
+    tqdm bar. Tasks use this so a crash loses at most one batch. ``keep(value) -> bool``: values it rejects (a
+    transient judge error) are returned but not cached, so a rerun computes them again."""
     from tqdm.auto import tqdm
 
     values: list[Any] = [None] * len(keys)
@@ -115,6 +126,6 @@ def run_cached(cache: "ItemCache | None", keys: list[str], compute: Any, *, batc
             for i, v in zip(idx, out):
                 values[i] = v
             if cache is not None:
-                cache.put_many((keys[i], v) for i, v in zip(idx, out))
+                cache.put_many((keys[i], v) for i, v in zip(idx, out) if keep is None or keep(v))
             bar.update(len(idx))
     return values

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -14,7 +15,8 @@ import yaml
 
 def register(subparsers: argparse._SubParsersAction, name: str, help_text: str) -> None:
     p = subparsers.add_parser(name, help=help_text, description=__doc__.splitlines()[0])
-    p.add_argument("--suite", required=True, help="suite YAML (evals/quick.yaml, evals/full.yaml)")
+    p.add_argument("--suite", default=None, help="suite YAML, or a shipped suite name: quick, full, demo")
+    p.add_argument("--list-suites", action="store_true", help="list the shipped suites and exit")
     p.add_argument("--model", action="append", default=[], metavar="LABEL=SPEC",
                    help="model to evaluate (repeatable): a name/dir for resolve_model, a LoRA adapter dir, or "
                         "BASE+ADAPTER_DIR; default base=smollm2-135m-instruct")
@@ -28,10 +30,39 @@ def register(subparsers: argparse._SubParsersAction, name: str, help_text: str) 
     p.set_defaults(func=main)
 
 
+def default_out_dir(suite_name: str) -> Path:
+    """``runs/eval/<suite name>``, the name reduced to one safe path component (letters, digits, '.', '_', '-'),
+    so a suite named ``../../x`` or ``/etc`` cannot put the run outside ``runs/eval/``."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", suite_name).strip("._") or "suite"
+    return Path("runs") / "eval" / safe
+
+
+def list_suites() -> int:
+    """Print every shipped suite: its name (usable as ``--suite NAME``), backend and tasks."""
+    from alignkit.resources import list_suites as names, resource_dir, suite_path
+
+    print(f"# suites in {resource_dir('suite')} (run one with: alignkit eval --suite NAME)")
+    for name in names():
+        doc = yaml.safe_load(suite_path(name).read_text(encoding="utf-8")) or {}
+        tasks = ", ".join(str(t.get("task")) for t in doc.get("tasks", []) if isinstance(t, dict))
+        print(f"{name:<8} backend={doc.get('backend', '?')}  tasks: {tasks}")
+    return 0
+
+
 def main(args: argparse.Namespace) -> int:
     from alignkit.evals.runner import Suite, parse_model, run_suite
+    from alignkit.resources import suite_path
 
-    suite = Suite.from_yaml(args.suite)
+    if args.list_suites:
+        return list_suites()
+    if not args.suite:
+        print("error: --suite is required (a suite YAML or a shipped name; see --list-suites)", file=sys.stderr)
+        return 2
+    try:  # a path, or a shipped suite name
+        suite = Suite.from_yaml(suite_path(args.suite))
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     backend = args.backend or suite.backend
     for item in args.backend_option:
         key, sep, value = item.partition("=")
@@ -40,7 +71,7 @@ def main(args: argparse.Namespace) -> int:
             return 2
         suite.backend_options.setdefault(backend, {})[key] = yaml.safe_load(value)
     models = [parse_model(m, args.adapter_base) for m in (args.model or ["base=smollm2-135m-instruct"])]
-    out = Path(args.out or Path("runs") / "eval" / suite.name)
+    out = Path(args.out) if args.out else default_out_dir(suite.name)
     results = run_suite(suite, models, out, backend=args.backend, limit=args.limit, progress=not args.no_progress)
     print((out / "report.md").read_text(encoding="utf-8"))
     print(f"wrote {out / 'results.json'}, {out / 'report.md'} and {out / 'plots'} ({len(results)} task results)")

@@ -60,6 +60,24 @@ def markdown_table(results: list[TaskResult]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def judge_table(results: list[TaskResult]) -> str:
+    """Verdict counts per status for every result whose task judges (``extra["judge_status"]``): failed and
+    unparsed judgements are left out of the metrics, so the report says how many there were. Empty when no task
+    judges."""
+    rows = [r for r in results if isinstance(r.extra.get("judge_status"), dict)]
+    if not rows:
+        return ""
+    statuses = ["ok", "parse_error", "error"]
+    statuses += sorted({k for r in rows for k in r.extra["judge_status"]} - set(statuses))
+    lines = ["| task | model | judge | verdicts | " + " | ".join(statuses) + " |",
+             "|---|---|---|---|" + "---|" * len(statuses)]
+    for r in rows:
+        counts = r.extra["judge_status"]
+        lines.append(f"| {r.task} | {r.model} | {r.extra.get('judge', '?')} | {sum(counts.values())} | "
+                     + " | ".join(str(counts.get(k, 0)) for k in statuses) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def plot_metric_bars(results: list[TaskResult], out_dir: Path) -> list[Path]:
     """One PNG per task: a panel per metric with a bar per model and its 95% interval."""
     import matplotlib
@@ -121,7 +139,13 @@ def write_report(results: list[TaskResult], out_dir: str | Path, *, suite: dict[
                                                                              if m.get("adapter") else "")
                                       for m in models), ""]
     md += ["Each cell: mean [95% bootstrap interval]; ↑/↓ marks the better direction.", "",
-           markdown_table(results), "## Plots", ""]
+           markdown_table(results)]
+    judged = judge_table(results)
+    if judged:
+        md += ["## Judge verdicts", "",
+               "Failed (`error`) and unparsed (`parse_error`) judgements are left out of the metrics above, never "
+               "guessed; transient failures are not cached, so a rerun asks the judge again.", "", judged]
+    md += ["## Plots", ""]
     md += [f"![{p.stem}](plots/{p.name})" for p in plots]
     atomic_write_text(out / "report.md", "\n".join(md) + "\n")
     return {"results": out / "results.json", "report": out / "report.md", "plots": plots_dir}

@@ -34,6 +34,10 @@ from alignkit.evals.report import write_report
 from alignkit.evals.tasks import TASKS, TaskResult, get_task
 
 _LABEL = re.compile(r"^[A-Za-z0-9][\w.\-]*$")
+# backend options that change speed, memory or placement but not the numbers (left out of the cache scope)
+_SPEED_ONLY_OPTIONS = frozenset({"batch_size", "progress", "enable_lora", "gpu_memory_utilization",
+                                 "tensor_parallel_size", "data_parallel_size", "max_loras", "max_lora_rank",
+                                 "max_num_seqs", "swap_space", "enforce_eager", "lora_mode", "device"})
 
 
 @dataclass
@@ -62,19 +66,35 @@ class Suite:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "Suite":
+        """Read a suite; errors name the file, the line and the field (a misspelt task option such as ``limt: 5``
+        is an error with a "did you mean", checked against the task's declared options like a recipe)."""
+        import difflib
+
         path = Path(path)
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        doc = yaml.safe_load(text)
         if not isinstance(doc, dict):
             raise ValueError(f"{path}: a suite must be a YAML mapping")
-        unknown = set(doc) - {"name", "version", "backend", "backend_options", "tasks", "description"}
-        if unknown:
-            raise ValueError(f"{path}: unknown suite keys {sorted(unknown)}")
+        top, task_lines = _suite_lines(text)
+        known = ("name", "version", "backend", "backend_options", "tasks", "description")
+        for key in doc:
+            if key not in known:
+                close = difflib.get_close_matches(str(key), known, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise ValueError(f"{path}:{top.get(key, '?')}: field {key}: unknown suite key{hint}")
+        if not isinstance(doc.get("tasks") or [], list):
+            raise ValueError(f"{path}:{top.get('tasks', '?')}: field tasks: must be a list of task entries")
         tasks = []
         for i, t in enumerate(doc.get("tasks") or []):
+            lines = task_lines[i] if i < len(task_lines) else {}
             if not isinstance(t, dict) or "task" not in t:
-                raise ValueError(f"{path}: tasks[{i}] needs a 'task' key")
+                raise ValueError(f"{path}:{lines.get('', top.get('tasks', '?'))}: field tasks[{i}]: needs a 'task' key")
             cfg = dict(t)
-            tasks.append(TaskSpec(task=cfg.pop("task"), config=cfg))
+            name = cfg.pop("task")
+            if name in TASKS:
+                TASKS[name].check_config(cfg, where=lambda key, lines=lines: f"{path}:{lines.get(key, '?')}: "
+                                                                             f"tasks[{i}] ({name})")
+            tasks.append(TaskSpec(task=name, config=cfg))
         try:
             return cls(name=doc.get("name", path.stem), tasks=tasks, version=int(doc.get("version", 1)),
                        backend=doc.get("backend", "vllm"), backend_options=doc.get("backend_options") or {})
@@ -84,6 +104,27 @@ class Suite:
     def as_dict(self) -> dict[str, Any]:
         return {"name": self.name, "version": self.version, "backend": self.backend,
                 "tasks": [{"task": t.task, **t.config} for t in self.tasks]}
+
+
+def _suite_lines(text: str) -> tuple[dict[str, int], list[dict[str, int]]]:
+    """1-based lines of the suite's top-level keys, and per task entry of its keys (nested ``builder.rho`` too;
+    ``""`` is the entry's own line)."""
+    node = yaml.compose(text, Loader=yaml.SafeLoader)
+    if not isinstance(node, yaml.MappingNode):
+        return {}, []
+    top, tasks = {}, []
+    for k, v in node.value:
+        top[k.value] = k.start_mark.line + 1
+        if k.value == "tasks" and isinstance(v, yaml.SequenceNode):
+            for entry in v.value:
+                lines = {"": entry.start_mark.line + 1}
+                if isinstance(entry, yaml.MappingNode):
+                    for ek, ev in entry.value:
+                        lines[ek.value] = ek.start_mark.line + 1
+                        if isinstance(ev, yaml.MappingNode):
+                            lines.update({f"{ek.value}.{sk.value}": sk.start_mark.line + 1 for sk, _ in ev.value})
+                tasks.append(lines)
+    return top, tasks
 
 
 def parse_model(arg: str, adapter_base: str | None = None) -> ModelSpec:
@@ -121,8 +162,11 @@ def run_suite(suite: Suite, models: list[ModelSpec], out_dir: str | Path, *, bac
     if backend_name not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend_name!r}")
     out = Path(out_dir)
-    cache = ItemCache(out / "cache" / "items.jsonl")
     options = dict(suite.backend_options.get(backend_name) or {})
+    # cached results also depend on the backend options that change numbers (dtype, max_model_len...): a rerun into
+    # the same folder with other ones recomputes; options that only change speed or memory keep the cache valid
+    cache = ItemCache(out / "cache" / "items.jsonl",
+                      scope={k: v for k, v in sorted(options.items()) if k not in _SPEED_ONLY_OPTIONS} or None)
     lora_mode = options.pop("lora_mode", "request")
     if lora_mode not in ("auto", "request", "merge"):
         raise ValueError(f"backend option lora_mode must be auto, request or merge, got {lora_mode!r}")

@@ -6,10 +6,39 @@ turned into a label silently (the F-DPO reference code maps unparsable answers t
 
 from __future__ import annotations
 
+import urllib.error
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
 Status = Literal["ok", "parse_error", "error"]
+
+RETRY_HTTP = frozenset({408, 425, 429, 500, 502, 503, 504})  # statuses worth retrying later (timeouts, overload)
+# exception classes (by name, so the clients need not be installed) of the openai and httpx clients that mean "the
+# endpoint did not answer this time", not "the request or the code is wrong"
+_TRANSIENT_NAMES = frozenset({"APITimeoutError", "APIConnectionError", "RateLimitError", "InternalServerError",
+                              "TimeoutException", "NetworkError", "RemoteProtocolError"})
+
+
+def is_transient_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is a transient judge failure (timeout, connection error, HTTP 408/425/429/5xx, the openai
+    client's equivalents) that a rerun may not meet again. Anything else (a bad request, a bug) is not: callers let
+    it propagate instead of turning it into per-item failures."""
+    if isinstance(exc, urllib.error.HTTPError):
+        return exc.code in RETRY_HTTP or exc.code >= 500
+    if isinstance(exc, (TimeoutError, ConnectionError, urllib.error.URLError)):
+        return True
+    status = getattr(exc, "status_code", None)
+    if not isinstance(status, int):
+        status = getattr(getattr(exc, "response", None), "status_code", None)
+    if isinstance(status, int):
+        return status in RETRY_HTTP or status >= 500
+    return any(c.__name__ in _TRANSIENT_NAMES for c in type(exc).__mro__)
+
+
+def is_transient(judgement: "Judgement | dict[str, Any]") -> bool:
+    """Whether a judgement records a transient failure: such a result is never cached, so a rerun retries it."""
+    d = judgement.as_dict() if isinstance(judgement, Judgement) else judgement
+    return d.get("status") == "error" and bool((d.get("detail") or {}).get("transient"))
 
 
 @dataclass(frozen=True)

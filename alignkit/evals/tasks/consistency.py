@@ -11,11 +11,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from alignkit.evals.backends import adapter_fingerprint
 from alignkit.evals.backends.base import Backend, ModelSpec
 from alignkit.evals.cache import ItemCache, run_cached
 from alignkit.evals.metrics.consistency import consistency_summary, per_format_f1, format_predictions
 from alignkit.evals.tasks.base import Metric, Task, TaskResult, register_task
+from alignkit.utils import model_identity
 
 FORMAT_SETS = {"heldout": ("heldout_formats",), "train": ("formats",), "all": ("formats", "heldout_formats")}
 
@@ -47,14 +47,17 @@ def load_set(path: str, formats: str, limit: int | None = None) -> list[dict[str
 
 
 def score_set(backend: Backend, rows: list[dict], *, adapter: str | None = None, cache: ItemCache | None = None,
-              identity: list[Any] | None = None, batch_size: int = 32, progress: bool = True) -> list:
-    """``ll[n][K][C]``: length-normalised log-likelihood of every (example, format, choice)."""
+              key: Any = None, batch_size: int = 32, progress: bool = True) -> list:
+    """``ll[n][K][C]``: length-normalised log-likelihood of every (example, format, choice). ``key(*parts)`` builds
+    the cache keys (``Task.item_key``: task name, version, and the model identity among the parts)."""
+    if cache is not None and key is None:
+        raise ValueError("score_set: a cache needs a key function")
     reqs, keys, where = [], [], []
     for i, r in enumerate(rows):
         for k, f in enumerate(r["eval_formats"]):
             for c, choice in enumerate(f["choices"]):
                 reqs.append((f["prompt"], " " + choice))
-                keys.append(ItemCache.key("prompt_consistency", identity, r["id"], f["name"], f["prompt"], choice))
+                keys.append(key(r["id"], f["name"], f["prompt"], choice) if key else "")
                 where.append((i, k, c))
 
     def compute(idx: list[int]) -> list[float]:
@@ -75,6 +78,7 @@ class PromptConsistency(Task):
 
     name = "prompt_consistency"
     version = 1
+    options = {"data": str, "formats": str, "pos_label": int}
 
     def run(self, backend: Backend, model: ModelSpec, cache: ItemCache | None) -> TaskResult:
         data = self.config.get("data")
@@ -85,10 +89,10 @@ class PromptConsistency(Task):
         if formats not in FORMAT_SETS:
             raise ValueError(f"prompt_consistency: formats must be one of {sorted(FORMAT_SETS)}, got {formats!r}")
         rows = load_set(data, formats, self.config.get("limit"))
-        identity = [backend.name, str(getattr(backend, "path", model.base)), model.adapter,
-                    adapter_fingerprint(model.adapter)]
-        ll = score_set(backend, rows, adapter=model.adapter, cache=cache, identity=identity,
-                       batch_size=int(self.config.get("batch_size", 32)))
+        identity = model_identity(backend, model)
+        ll = score_set(backend, rows, adapter=model.adapter, cache=cache,
+                       key=lambda *parts: self.item_key(identity, *parts),
+                       batch_size=int(self.config.get("batch_size", 32)), progress=self.config.get("progress", True))
         labels = [r["label"] for r in rows]
         pos = int(self.config.get("pos_label", 1))
         s = consistency_summary(ll, labels, pos_label=pos)

@@ -18,13 +18,14 @@ from alignkit.evals.cache import ItemCache, run_cached
 from alignkit.evals.metrics.icl import accuracy_curve, rank_prediction
 from alignkit.evals.metrics.stats import mean_metric
 from alignkit.evals.tasks.base import Task, TaskResult, register_task
-from alignkit.evals.tasks.truthfulqa import model_identity, shared_data_dir
-from alignkit.utils import stable_hash
+from alignkit.resources import data_path
+from alignkit.utils import atomic_path, model_identity, stable_hash
 
 
 def load_items(config: dict[str, Any]) -> list[dict]:
     """Items from ``items`` (a JSONL built by ``alignkit build icl``) or built here from ``datasets`` (names under
-    ../shared/data/icl, or JSONL paths / hub ids) with ``k``, ``n_queries``, ``flip_pcts``, ``label_sets``, ``seed``."""
+    alignkit/resources/data/icl, or ``pkg:``/JSONL paths / hub ids) with ``k``, ``n_queries``, ``flip_pcts``,
+    ``label_sets``, ``seed``."""
     if config.get("items"):
         import json
 
@@ -42,7 +43,7 @@ def load_items(config: dict[str, Any]) -> list[dict]:
         return out
     items = []
     for ds in config.get("datasets", ["sst2"]):
-        src = ds if ("/" in ds or ds.endswith(".jsonl")) else str(shared_data_dir() / "icl" / f"{ds}.jsonl")
+        src = ds if ("/" in ds or ds.endswith(".jsonl")) else str(data_path(f"icl/{ds}.jsonl"))
         data = load_classification(src, seed=int(config.get("seed", 0)))
         items += make_icl_items(data, k=int(config.get("k", 4)), n_queries=int(config.get("n_queries", 20)),
                                 flip_pcts=config.get("flip_pcts", FLIP_PCTS),
@@ -61,13 +62,15 @@ class FlippedLabelICL(Task):
 
     name = "icl_flip"
     version = 1
+    options = {"items": str, "datasets": list[str], "k": int, "n_queries": int, "flip_pcts": list[int],
+               "label_sets": list[str], "seed": int}
 
     def run(self, backend: Backend, model: ModelSpec, cache: ItemCache | None) -> TaskResult:
         items = load_items(self.config)
         if not items:
             raise ValueError(f"{self.name}: no items")
         ident = model_identity(backend, model)
-        keys = [ItemCache.key(self.name, self.version, ident, stable_hash(
+        keys = [self.item_key(ident, stable_hash(
             [it["prompt"], it["choices"], it["target"], it["flipped_target"]])) for it in items]
 
         def compute(idx: list[int]) -> list[dict[str, Any]]:
@@ -145,6 +148,7 @@ class FlippedLabelICL(Task):
         fig.suptitle("Flipped-label ICL (Wei et al. 2023)")
         fig.tight_layout()
         path = Path(out_dir) / f"{cls.name}_curve.png"
-        fig.savefig(path, dpi=120)
+        with atomic_path(path, suffix=".png") as tmp:
+            fig.savefig(tmp, dpi=120, format="png")
         plt.close(fig)
         return [path]

@@ -6,25 +6,24 @@ log-likelihood of ``" " + choice`` after that prompt (target delimiter " ", no l
 between the mc1 and mc2 sets are scored once.
 
 Data: the HF-format JSONL of the hub's ``truthful_qa/multiple_choice`` validation split (v0; what the harness uses),
-by default ``../shared/data/truthfulqa/truthful_qa_multiple_choice_validation.jsonl``. ``"hub"`` loads it with
-``datasets`` instead.
+by default the copy packaged with alignkit (``pkg:truthfulqa/truthful_qa_multiple_choice_validation.jsonl``, see
+alignkit/resources/data/truthfulqa/PROVENANCE.md). ``"hub"`` loads it with ``datasets`` instead.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-import os
 from pathlib import Path
 from typing import Any
 
-from alignkit.evals.backends import adapter_fingerprint
 from alignkit.evals.backends.base import Backend, ModelSpec, SamplingConfig
 from alignkit.evals.cache import ItemCache, run_cached
 from alignkit.evals.metrics.stats import mean_metric
 from alignkit.evals.metrics.truthfulqa import mc1_correct, mc2_score, truthful_by_similarity
 from alignkit.evals.tasks.base import Task, TaskResult, register_task
-from alignkit.utils import stable_hash
+from alignkit.resources import data_path, resolve_data
+from alignkit.utils import model_identity, stable_hash
 
 # The primer of lm-evaluation-harness's truthfulqa_mc1.yaml (from the TruthfulQA paper's "QA prompt").
 QA_PRIMER = (
@@ -43,18 +42,8 @@ QA_PRIMER = (
 )
 
 
-def shared_data_dir() -> Path:
-    """``$ALIGNKIT_SHARED_DATA`` or ``../shared/data`` next to the repository."""
-    return Path(os.environ.get("ALIGNKIT_SHARED_DATA", Path(__file__).resolve().parents[3].parent / "shared" / "data"))
-
-
 def mc_prompt(question: str) -> str:
     return QA_PRIMER + "\n\nQ: " + question + "\nA:"
-
-
-def model_identity(backend: Backend, model: ModelSpec) -> list[Any]:
-    """What a cached per-item result depends on, besides the item and the task config."""
-    return [backend.name, str(getattr(backend, "path", model.base)), model.adapter, adapter_fingerprint(model.adapter)]
 
 
 def load_mc(data: str, limit: int | None = None) -> list[dict[str, Any]]:
@@ -64,7 +53,7 @@ def load_mc(data: str, limit: int | None = None) -> list[dict[str, Any]]:
 
         rows = list(datasets.load_dataset("truthfulqa/truthful_qa", "multiple_choice", split="validation"))
     else:
-        path = Path(data)
+        path = Path(resolve_data(data))
         if not path.is_file():
             raise FileNotFoundError(f"TruthfulQA MC data not found: {path}")
         rows = []
@@ -89,18 +78,18 @@ def load_mc(data: str, limit: int | None = None) -> list[dict[str, Any]]:
 
 @register_task
 class TruthfulQAMC(Task):
-    """MC1 and MC2 accuracy. Config: ``data`` (JSONL path or "hub"; default the shared v0 file), ``limit``
+    """MC1 and MC2 accuracy. Config: ``data`` (JSONL or ``pkg:`` path, or "hub"; default: packaged v0), ``limit``
     (first N questions), ``batch_size`` (questions per scoring call / cache flush)."""
 
     name = "truthfulqa_mc"
     version = 1
+    options = {"data": str}
 
     def run(self, backend: Backend, model: ModelSpec, cache: ItemCache | None) -> TaskResult:
-        data = str(self.config.get("data") or shared_data_dir() / "truthfulqa" /
-                   "truthful_qa_multiple_choice_validation.jsonl")
+        data = str(self.config.get("data") or data_path("truthfulqa/truthful_qa_multiple_choice_validation.jsonl"))
         rows = load_mc(data, self.config.get("limit"))
         ident = model_identity(backend, model)
-        keys = [ItemCache.key(self.name, self.version, ident, stable_hash(r)) for r in rows]
+        keys = [self.item_key(ident, stable_hash(r)) for r in rows]
 
         def compute(idx: list[int]) -> list[dict[str, Any]]:
             requests: dict[tuple[str, str], int] = {}
@@ -128,7 +117,7 @@ class TruthfulQAMC(Task):
 def load_gen(data: str, limit: int | None = None) -> list[dict[str, Any]]:
     """TruthfulQA generation rows from the CSV (``Question``, ``Correct Answers``, ``Incorrect Answers``), with the
     harness's preprocessing: answers split on ';', stripped, a final '.' added, "I have no comment." counted true."""
-    path = Path(data)
+    path = Path(resolve_data(data))
     if not path.is_file():
         raise FileNotFoundError(f"TruthfulQA CSV not found: {path}")
 
@@ -162,15 +151,15 @@ class TruthfulQAGen(Task):
 
     name = "truthfulqa_gen"
     version = 1
+    options = {"data": str, "max_new_tokens": int, "similarity": str}
 
     def run(self, backend: Backend, model: ModelSpec, cache: ItemCache | None) -> TaskResult:
-        data = str(self.config.get("data") or shared_data_dir() / "truthfulqa" / "TruthfulQA.csv")
+        data = str(self.config.get("data") or data_path("truthfulqa/TruthfulQA.csv"))
         rows = load_gen(data, self.config.get("limit"))
         sim = str(self.config.get("similarity", "rougeL"))
         sampling = SamplingConfig(max_new_tokens=int(self.config.get("max_new_tokens", 64)), stop=("\n\n", "\nQ:"))
         ident = model_identity(backend, model)
-        keys = [ItemCache.key(self.name, self.version, ident, sim, sampling.max_new_tokens, stable_hash(r))
-                for r in rows]
+        keys = [self.item_key(ident, sim, sampling.max_new_tokens, stable_hash(r)) for r in rows]
 
         def compute(idx: list[int]) -> list[dict[str, Any]]:
             outs = backend.generate([mc_prompt(rows[i]["question"]) for i in idx], sampling, adapter=model.adapter)
