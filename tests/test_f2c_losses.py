@@ -1,4 +1,5 @@
-"""F²C controls and losses against hand-computed values (methods.md §3 edge cases)."""
+"""F²C controls and losses against hand-computed values: the reference code's edge cases (ties, strict majority,
+even-count median, inclusive τ, stable teacher sort, no split under strong unanimity or k < 2)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import math
 import pytest
 import torch
 
-from alignkit.losses.f2c import cce_loss, consensus_controls, teacher_jsd, teacher_student_kl
+from alignkit.losses.f2c import cce_loss, consensus_controls, format_jsd, teacher_jsd, teacher_student_kl
 
 RTE = dict(tau=1.4, top_k=3, w_min=0.05, w_max=0.35, temperature=2.2)
 
@@ -55,14 +56,33 @@ def test_strong_unanimity_above_tau_even_median():
     # margins 2, 1, 3, 1.4 -> median = (1.4 + 2)/2 = 1.7 >= 1.4
     ll = _ll([[0.0, -2.0], [0.0, -1.0], [0.0, -3.0], [0.0, -1.4]])
     c = consensus_controls(ll, **RTE)
-    assert c.unanimous and c.label == 0 and c.students == () and c.weight == 0.0
-    assert c.teachers == (2, 0, 3)  # top-3 by margin, for the teacher JSD term
+    assert c.unanimous and c.label == 0 and c.weight == 0.0
+    # no teacher/student split at all under strong unanimity (the reference's "unanimous_strong" branch)
+    assert c.teachers == () and c.students == () and not c.split
+    assert c.margins == pytest.approx((2.0, 1.0, 3.0, 1.4))
 
 
 def test_strong_unanimity_is_inclusive_at_tau():
     ll = _ll([[0.0, -1.0], [0.0, -1.4], [0.0, -1.4], [0.0, -3.0]])  # median (1.4 + 1.4)/2 == τ
     assert consensus_controls(ll, **RTE).unanimous
-    assert not consensus_controls(ll, **{**RTE, "tau": 1.4000001}).unanimous
+    below = consensus_controls(ll, **{**RTE, "tau": 1.4000001})
+    assert not below.unanimous and below.split  # then it splits like any majority: k = min(3, 4 - 1) = 3
+    assert below.teachers == (3, 1, 2) and below.students == (0,)  # margins 1, 1.4, 1.4, 3: stable on the tie
+
+
+def test_even_count_median_is_mean_of_middle_two_not_lower():
+    # margins 0.2, 1.0, 2.0, 3.0: torch.median would give 1.0 (< τ = 1.4); the mean of the middle two is 1.5
+    ll = _ll([[0.0, -0.2], [0.0, -1.0], [0.0, -2.0], [0.0, -3.0]])
+    assert consensus_controls(ll, **RTE).unanimous
+    assert not consensus_controls(ll, **{**RTE, "tau": 1.5000001}).unanimous
+
+
+def test_strict_majority_is_more_than_half():
+    # 3 of 5 > 2.5: a label; 3 of 6 = K/2: none
+    five = _ll([[0.0, -1.0]] * 3 + [[-1.0, 0.0]] * 2)
+    six = _ll([[0.0, -1.0]] * 3 + [[-1.0, 0.0]] * 3)
+    assert consensus_controls(five, **RTE).label == 0
+    assert consensus_controls(six, **RTE).skip
 
 
 def test_unanimity_below_tau_splits_like_a_majority():
@@ -83,8 +103,11 @@ def test_top_k_larger_than_majority_is_capped():
 def test_fewer_than_two_teachers_means_no_split_but_a_label():
     ll = _ll([[-1.0, -2.0], [-1.0, -1.5], [-2.0, -1.0]])  # 2 of 3 -> k = min(3, 1) = 1
     c = consensus_controls(ll, **RTE)
-    assert not c.skip and c.label == 0
+    assert not c.skip and c.label == 0 and not c.unanimous and not c.split
     assert c.teachers == () and c.students == () and c.weight == 0.0
+    # top_k = 1 gives k < 2 whatever the majority
+    c1 = consensus_controls(_ll([[-1.0, -2.0], [-1.0, -1.5], [-1.0, -1.2]]), **{**RTE, "top_k": 1})
+    assert c1.label == 0 and not c1.split and not c1.unanimous
 
 
 def test_equal_margins_keep_lower_format_first():
@@ -149,8 +172,9 @@ def test_teacher_jsd_hand_value_and_single_teacher():
 
     expected = (kl(m, p1) + kl(p1, m) + kl(m, p2) + kl(p2, m)) / 4
     t = _logp([list(p1)], [list(p2)]).requires_grad_(True)
-    j = teacher_jsd(t, torch.ones(2, 1))
+    j = format_jsd(t, torch.ones(2, 1))
     assert j.item() == pytest.approx(expected)
+    assert teacher_jsd is format_jsd
     j.backward()
     assert t.grad is not None and t.grad.abs().sum() > 0
     one = _logp([list(p1)]).requires_grad_(True)

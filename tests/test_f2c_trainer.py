@@ -175,3 +175,137 @@ def test_answer_forward_matches_full_logits(tiny):
     m = batch["answer_mask"].bool()
     assert torch.allclose(tok_lp[m], ref_tok[m], atol=1e-5)
     assert torch.allclose(logp[m], ref_logp[m], atol=1e-5)
+
+
+# -- the loss per branch, hand-computed (no model) ------------------------------------------------------------------
+
+def _kl(p, q):
+    return sum(a * math.log(a / b) for a, b in zip(p, q) if a > 0)
+
+
+def _jsd(dists):
+    """Mean over formats of ½[KL(M‖P) + KL(P‖M)], M the mean distribution (one answer position)."""
+    m = [sum(d[j] for d in dists) / len(dists) for j in range(len(dists[0]))]
+    return sum(0.5 * (_kl(m, d) + _kl(d, m)) for d in dists) / len(dists)
+
+
+def _batch(ll_rows, dists):
+    """Inputs of f2c_batch_loss for one example: ``ll_rows[k][c]`` become one-token answer log-probs, ``dists[k]``
+    the full next-token distribution of format k's c* answer (the same for every choice: only c* is read)."""
+    k, c = len(ll_rows), len(ll_rows[0])
+    tok_lp = torch.tensor([[v] for row in ll_rows for v in row], dtype=torch.float64)
+    logp = torch.tensor([[dists[f]] for f in range(k) for _ in range(c)], dtype=torch.float64).log()
+    return logp, tok_lp, torch.ones(k * c, 1), (1, k, c)
+
+
+def _args(tmp_path, **kw):
+    return F2CConfig(output_dir=str(tmp_path), report_to=[], use_cpu=True, **kw)
+
+
+D3 = [[0.7, 0.2, 0.1], [0.5, 0.3, 0.2], [0.2, 0.6, 0.2]]
+
+
+def test_no_split_k_below_two_gets_cce_plus_alpha_jsd_over_all_formats(tmp_path):
+    from alignkit.trainers.f2c import f2c_batch_loss
+
+    ll = [[-1.0, -2.0], [-1.0, -1.5], [-2.0, -1.0]]  # 2 of 3 vote 0 -> k = min(3, 1) = 1: no split
+    args = _args(tmp_path, cce_weight=0.4, beta_jsd=0.35, alpha_noncons=0.8)
+    loss, ctrls, stats = f2c_batch_loss(*_batch(ll, D3), args)
+    assert ctrls[0].label == 0 and not ctrls[0].split and not ctrls[0].unanimous
+    expected = 0.4 * (1.0 + 1.0 + 2.0) / 3 + 0.8 * _jsd(D3)
+    assert loss.item() == pytest.approx(expected)
+    assert stats["f2c/jsd_all"] == pytest.approx(0.8 * _jsd(D3)) and stats["f2c/jsd"] == 0.0
+    zero = f2c_batch_loss(*_batch(ll, D3), _args(tmp_path, cce_weight=0.4, alpha_noncons=0.0))[0]
+    assert zero.item() == pytest.approx(0.4 * 4.0 / 3)  # α = 0 (the authors' launcher): CCE only
+
+
+def test_strong_unanimity_gets_cce_plus_beta_jsd_over_all_formats_and_no_flip_term(tmp_path):
+    from alignkit.trainers.f2c import f2c_batch_loss
+
+    ll = [[-0.1, -2.1], [0.0, -3.0], [-0.2, -2.0]]  # margins 2, 3, 1.8 -> median 2 >= τ = 1.4
+    args = _args(tmp_path, cce_weight=0.4, beta_jsd=0.35, alpha_noncons=0.8)
+    loss, ctrls, stats = f2c_batch_loss(*_batch(ll, D3), args)
+    assert ctrls[0].unanimous and not ctrls[0].split
+    assert loss.item() == pytest.approx(0.4 * (0.1 + 0.0 + 0.2) / 3 + 0.35 * _jsd(D3))
+    assert stats["f2c/align"] == 0.0 and stats["f2c/unanimous"] == 1.0 and stats["f2c/split"] == 0.0
+
+
+def test_split_gets_cce_plus_flip_kl_plus_beta_jsd_among_teachers(tmp_path):
+    from alignkit.trainers.f2c import f2c_batch_loss
+
+    ll = [[-1.0, -3.0], [-0.5, -1.0], [-2.0, -1.0], [-1.0, -2.5], [-3.0, -0.5]]  # teachers (0, 3), students 1, 2, 4
+    dists = [[0.7, 0.2, 0.1], [0.5, 0.3, 0.2], [0.2, 0.6, 0.2], [0.6, 0.3, 0.1], [0.1, 0.1, 0.8]]
+    args = _args(tmp_path, cce_weight=0.4, beta_jsd=0.35, alpha_noncons=0.8)
+    loss, ctrls, _ = f2c_batch_loss(*_batch(ll, dists), args)
+    ct = ctrls[0]
+    assert ct.teachers == (0, 3) and ct.students == (1, 2, 4) and ct.split
+    t_mean = [(dists[0][j] + dists[3][j]) / 2 for j in range(3)]
+    kl = sum(_kl(t_mean, dists[s]) for s in (1, 2, 4)) / 3
+    cce = 0.4 * (1.0 + 0.5 + 2.0 + 1.0 + 3.0) / 5
+    assert loss.item() == pytest.approx(cce + ct.weight * kl + 0.35 * _jsd([dists[0], dists[3]]))
+
+
+def test_no_majority_contributes_nothing_and_the_mean_is_over_contributing_examples(tmp_path):
+    from alignkit.trainers.f2c import f2c_batch_loss
+
+    tie = [[-1.0, -2.0], [-2.0, -1.0]]  # 1-1 at K = 2
+    args = _args(tmp_path, cce_weight=1.0, beta_jsd=0.0, alpha_noncons=0.0)
+    d2 = [[0.5, 0.5], [0.9, 0.1]]
+    logp, tok_lp, mask, _ = _batch(tie, d2)
+    loss, ctrls, stats = f2c_batch_loss(logp, tok_lp, mask, (1, 2, 2), args)
+    assert ctrls[0].skip and loss.item() == 0.0 and stats["f2c/skipped"] == 1.0
+    agree = [[-1.0, -2.0], [-0.5, -2.0]]  # both vote 0: k = min(3, 1) = 1, no split
+    lp2, tl2, m2, _ = _batch(agree, d2)
+    loss, ctrls, stats = f2c_batch_loss(torch.cat([logp, lp2]), torch.cat([tok_lp, tl2]), torch.cat([mask, m2]),
+                                        (2, 2, 2), args)
+    assert [c.skip for c in ctrls] == [True, False]
+    assert loss.item() == pytest.approx((1.0 + 0.5) / 2)  # the kept example's CCE, not halved by the skipped one
+    assert stats["f2c/skipped"] == 0.5
+
+
+def test_class_quota_admits_up_to_the_base_share_plus_one(tmp_path):
+    from alignkit.trainers.f2c import ClassQuota, f2c_batch_loss
+
+    q = ClassQuota([0.5, 0.5])
+    # class 1 again and again: 1st (1 <= 0.5*1 + 1), 2nd (2 <= 0.5*2 + 1) pass, 3rd (3 > 0.5*3 + 1) is refused
+    assert [q.admit(1) for _ in range(3)] == [True, True, False]
+    assert q.admit(0) and q.admit(1) and not q.admit(1)  # a class-0 label makes room for one more class-1
+    assert q.counts == [1, 3]
+    with pytest.raises(ValueError, match="sum to 1"):
+        ClassQuota([0.5, 0.6])
+    full = ClassQuota([1.0, 0.0])
+    ll = [[-1.0, -2.0], [-1.0, -1.5], [-2.0, -1.0]]
+    flipped = [[r[1], r[0]] for r in ll]  # consensus on class 1, whose base share is 0
+    first = f2c_batch_loss(*_batch(flipped, D3), _args(tmp_path), quota=full)[0]  # the one example of slack
+    loss, ctrls, stats = f2c_batch_loss(*_batch(flipped, D3), _args(tmp_path), quota=full)
+    assert first.item() > 0 and full.counts == [0, 1]
+    assert ctrls[0].label == 1 and loss.item() == 0.0 and stats["f2c/quota_refused"] == 1.0
+    assert stats["f2c/skipped"] == 0.0  # refused, not "no majority"
+
+
+def test_dev_loss_early_stopping_counts_only_after_min_steps():
+    from types import SimpleNamespace
+
+    from alignkit.trainers.f2c import DevLossEarlyStopping
+
+    cb = DevLossEarlyStopping(patience=2, min_steps=20)
+    control = SimpleNamespace(should_training_stop=False)
+    # (step, dev loss): no improvement at 5, 10, 15 does not count (before min_steps); 25 improves; 30, 35 do not
+    for step, value in [(5, 1.0), (10, 1.1), (15, 1.2), (20, 1.05), (25, 0.9), (30, 0.95)]:
+        cb.on_evaluate(None, SimpleNamespace(global_step=step), control, metrics={"eval_loss": value})
+        assert not control.should_training_stop, step
+    assert cb.best == 0.9 and cb.best_step == 25 and cb.bad == 1
+    cb.on_evaluate(None, SimpleNamespace(global_step=35), control, metrics={"eval_loss": 0.9})  # equal: no new best
+    assert control.should_training_stop and cb.stopped_at == 35
+
+
+def test_config_rejects_bad_guard_values(tmp_path):
+    with pytest.raises(ValueError, match="class_balance"):
+        _args(tmp_path, class_balance="entropy")
+    with pytest.raises(ValueError, match="collapse_threshold"):
+        _args(tmp_path, collapse_threshold=1.5)
+    with pytest.raises(ValueError, match="alpha_noncons"):
+        _args(tmp_path, alpha_noncons=-1.0)
+    with pytest.raises(ValueError, match="eval_strategy"):
+        _args(tmp_path, early_stopping_patience=3)
+    assert _args(tmp_path, early_stopping_patience=3, eval_strategy="steps", eval_steps=5).early_stopping_min_steps == 20

@@ -7,9 +7,11 @@ split and the flip weight; the losses then act on the consensus answer only:
 * :func:`cce_loss` — consensus cross-entropy: token-averaged NLL of c*'s answer tokens, averaged over formats.
 * :func:`teacher_student_kl` — KL(P̄_T ‖ P_s) between the detached teacher-mean next-token distribution and each
   student's, at answer-token positions (full vocabulary).
-* :func:`teacher_jsd` — Jensen–Shannon-style agreement among the teachers.
+* :func:`format_jsd` — Jensen–Shannon-style agreement among a set of formats: the teachers when there is a
+  teacher/student split (weight β_JSD), all K formats when there is none (strong unanimity: β_JSD; k < 2: α_noncons).
 
-Formulas and the reference code's edge-case behaviour: ../shared/docs/methods.md §3.
+Edge cases follow the authors' code (github.com/ParsaHejabi/Flip-Flop-Consistency-Unsupervised-Training-for-Robustness-
+to-Prompt-Perturbations-in-LLMs, ``flipflop_trainer.py``: ``derive_flipflop_controls`` and ``compute_loss``).
 """
 
 from __future__ import annotations
@@ -29,11 +31,16 @@ class F2CControls:
     skip: bool  # no strict majority -> the example contributes no loss
     predictions: tuple[int, ...]  # per-format argmax (ties -> lowest choice index)
     margins: tuple[float, ...]  # m_k = LL_k(c*) - max_{j≠c*} LL_k(j) for every format (≤ 0 for dissenters); () if skipped
-    teachers: tuple[int, ...] = ()  # format indices, highest margin first
-    students: tuple[int, ...] = ()  # format indices, ascending
+    teachers: tuple[int, ...] = ()  # format indices, highest margin first; () without a split
+    students: tuple[int, ...] = ()  # format indices, ascending; () without a split
     weight: float = 0.0  # flip weight w (0 when there is no teacher/student split)
-    unanimous: bool = False  # strong unanimity: all agree and median margin ≥ τ
+    unanimous: bool = False  # strong unanimity: all agree and median margin ≥ τ (never a split)
     delta: float = 0.0  # Δ = mean LL_teacher(c*) - mean LL_student(c*)
+
+    @property
+    def split(self) -> bool:
+        """A valid teacher/student split: ≥ 2 teachers and ≥ 1 student (flip term + teacher JSD apply)."""
+        return len(self.teachers) >= 2 and len(self.students) >= 1
 
 
 def _median(values: list[float]) -> float:
@@ -53,9 +60,10 @@ def consensus_controls(ll: Tensor, *, tau: float, top_k: int, w_min: float, w_ma
     * prediction_k = argmax_c ll[k, c], ties to the lowest index; c* = majority choice if count > K/2, else skip.
     * margin m_k = ll[k, c*] - max_{j≠c*} ll[k, j] (0 for a format that voted c* by a tie).
     * Strong unanimity (checked first): all K vote c* and median margin ≥ τ (inclusive; even count -> mean of the
-      middle two). Then no flip term: teachers are still chosen (for the teacher JSD term), there are no students
-      and w = 0.
-    * Otherwise k = min(top_k, |majority| - 1); with k < 2 there is no split (w = 0, CCE still applies). Teachers =
+      middle two). Then there is no teacher/student split: no teachers, no students, w = 0 (the trainer applies CCE
+      and a JSD over all K formats).
+    * Otherwise k = min(top_k, |majority| - 1); with k < 2 there is no split either (w = 0; CCE and the JSD over
+      all formats still apply, the pseudo-label is returned). Teachers =
       the first k majority voters by margin, descending, stable (lower format index first on equal margins);
       students = every other format, ascending.
     * w = w_min + (w_max - w_min)·σ(Δ / max(1e-6, T)), Δ = mean_{t∈T} ll[t, c*] - mean_{s∈S} ll[s, c*].
@@ -85,9 +93,7 @@ def consensus_controls(ll: Tensor, *, tau: float, top_k: int, w_min: float, w_ma
     by_margin = sorted(majority, key=lambda k: -margins[k])
     k = min(top_k, len(majority) - 1)
     if len(majority) == K and _median([margins[i] for i in majority]) >= tau:
-        teachers = tuple(by_margin[:k]) if k >= 2 else ()
-        return F2CControls(label=c_star, skip=False, predictions=preds, margins=margins, teachers=teachers,
-                           unanimous=True)
+        return F2CControls(label=c_star, skip=False, predictions=preds, margins=margins, unanimous=True)
     if k < 2:
         return F2CControls(label=c_star, skip=False, predictions=preds, margins=margins)
     teachers = tuple(by_margin[:k])
@@ -155,11 +161,12 @@ def teacher_student_kl(teacher_logprobs: Tensor, teacher_mask: Tensor, student_l
     return (kl * w).sum() / denom
 
 
-def teacher_jsd(teacher_logprobs: Tensor, teacher_mask: Tensor) -> Tensor:
-    """Teacher agreement term (F²C, arXiv 2510.14242): mean over teachers and answer positions of
-    ½·[KL(M ‖ P_t) + KL(P_t ‖ M)], M the (non-detached) mean teacher distribution at that position.
+def format_jsd(teacher_logprobs: Tensor, teacher_mask: Tensor) -> Tensor:
+    """Agreement term (F²C, arXiv 2510.14242) among N formats: mean over formats and answer positions of
+    ½·[KL(M ‖ P_n) + KL(P_n ‖ M)], M the (non-detached) mean distribution of the formats at that position.
 
-    Needs ≥ 2 teachers to be non-zero; returns a graph-connected 0 otherwise.
+    Used among the teachers (with a split) and among all K formats (without one). Needs ≥ 2 formats to be
+    non-zero; returns a graph-connected 0 otherwise.
     """
     if teacher_logprobs.dim() != 3:
         raise ValueError("teacher_logprobs must be [N, L, V]")
@@ -169,3 +176,6 @@ def teacher_jsd(teacher_logprobs: Tensor, teacher_mask: Tensor) -> Tensor:
     sym = 0.5 * (_kl(mean_log.unsqueeze(0), teacher_logprobs) + _kl(teacher_logprobs, mean_log.unsqueeze(0)))
     w = teacher_mask.to(sym.dtype)
     return (sym * w).sum() / w.sum().clamp_min(1)
+
+
+teacher_jsd = format_jsd  # the name of the with-split use
