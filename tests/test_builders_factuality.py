@@ -95,3 +95,38 @@ def test_bad_rows_error_or_counted_skip(tmp_path, capsys):
     assert card["rejected"] == {"n": 1, "reasons": {"rejected: chosen == rejected": 1}}
     with pytest.raises(ValueError):
         FactualityConfig(input="x", output="y", on_invalid="ignore")
+
+
+def test_sidecars_keep_dots_in_the_name(tmp_path):
+    """train_eps0.4.jsonl and train_eps0.jsonl get their own rejects, cache and card (today's bug: both wrote
+    train_eps0.rejects.jsonl and the second run deleted the first one's rejects)."""
+    rows = [{"id": "a", "prompt": "Capital of France?", "chosen": "Paris.", "rejected": "Lyon.",
+             "reference_true": ["Paris"], "reference_false": ["Lyon"]},
+            {"id": "b", "prompt": "No references here?", "chosen": "Yes.", "rejected": "No."}]  # judge error: reject
+    src = tmp_path / "pairs.jsonl"
+    write_jsonl(src, rows)
+    out = tmp_path / "o"
+    for name in ("train_eps0.4.jsonl", "train_eps0.jsonl"):
+        s = main({"input": str(src), "output": str(out / name)}, progress=False)
+        assert (s["written"], s["rejected"]) == (1, 1)
+    names = sorted(p.name for p in out.iterdir())
+    assert names == sorted(["train_eps0.4.jsonl", "train_eps0.4.rejects.jsonl", "train_eps0.4.card.json",
+                            "train_eps0.4.judge_cache.jsonl", "train_eps0.jsonl", "train_eps0.rejects.jsonl",
+                            "train_eps0.card.json", "train_eps0.judge_cache.jsonl"])
+
+
+def test_rejects_and_limit_refer_to_input_lines(tmp_path):
+    good = {"prompt": "Capital of France?", "chosen": "Paris.", "rejected": "Lyon.",
+            "reference_true": ["Paris"], "reference_false": ["Lyon"]}
+    lines = [json.dumps(dict(good, id="a")), "", json.dumps({"id": "bad", "prompt": "x"}),
+             json.dumps({"id": "noref", "prompt": "Q?", "chosen": "Yes.", "rejected": "No."}),
+             json.dumps(dict(good, id="d")), json.dumps(dict(good, id="e"))]
+    src = tmp_path / "pairs.jsonl"
+    src.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "lab.jsonl"
+    s = main({"input": str(src), "output": str(out), "on_invalid": "skip", "limit": 3}, progress=False)
+    rejects = [json.loads(x) for x in (tmp_path / "lab.rejects.jsonl").read_text().splitlines()]
+    assert sorted((r["line"], r["field"]) for r in rejects) == [(3, "chosen"), (4, "chosen")]
+    card = json.loads((tmp_path / "lab.card.json").read_text())
+    assert card["dropped"] == {"n": 1, "reasons": {"over limit": 1}}  # row "e" was valid but over the limit
+    assert card["rows_read"] == 5 == s["written"] + s["rejected"] + card["dropped"]["n"]

@@ -100,3 +100,39 @@ def test_cli_from_yaml_with_counted_skips(tmp_path):
 
 def test_perturbers_registry_is_complete():
     assert set(PERTURBERS) == {"year", "number", "date", "entity", "negation", "unit"}
+
+
+def test_source_bucket_filter_is_counted_and_rejects_name_input_lines(tmp_path, reliability_log):
+    """Rows outside source_bucket are counted in the card (issue 11 item 7), and a reject's line is the row's line in
+    the input file, not its position among the filtered rows."""
+    train, _ = build_factworld(60, 0, rho=0.5, seed=3)
+    plain = {"id": "plain", "prompt": "q", "chosen": "it makes boots.", "rejected": "x", "h_w": 0, "h_l": 1}
+    rows = train + [plain]
+    src = tmp_path / "src.jsonl"
+    src.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    plain_line = len(rows)
+    out = tmp_path / "hal.jsonl"
+    assert cli(["build", "hallucinate", "--quiet", "--set", f"input={src}", "--set", f"output={out}"]) == 0
+    card = json.loads((tmp_path / "hal.card.json").read_text())
+    n_other = sum(1 for r in rows if (r["h_w"], r["h_l"]) != (0, 1))
+    assert n_other > 0
+    assert card["dropped"] == {"n": n_other, "reasons": {"not in source_bucket [0, 1]": n_other}}
+    rejects = [json.loads(x) for x in (tmp_path / "hal.rejects.jsonl").read_text().splitlines()]
+    assert [(r["id"], r["line"]) for r in rejects] == [("plain", plain_line)]
+    written = len(read_jsonl(out).records)
+    # every input row is accounted for: written, rejected or dropped on purpose
+    assert card["rows_read"] == len(rows) == written + card["rejected"]["n"] + card["dropped"]["n"]
+    reliability_log.record("bad input (skip mode)", "hallucinate: rows outside source_bucket, an unperturbable row",
+                           f"{n_other} dropped by the filter and counted; reject at input line {plain_line}",
+                           rows_in=len(rows), rows_out=written + card["dropped"]["n"], rejected=card["rejected"]["n"])
+
+
+def test_builder_config_types_are_checked(tmp_path):
+    from alignkit.builders.hallucinate import main
+
+    src = tmp_path / "src.jsonl"
+    src.write_text("")
+    with pytest.raises(ValueError, match="hallucinate config: field max_edits: expected int, got str '2'"):
+        main({"input": str(src), "output": str(tmp_path / "o.jsonl"), "max_edits": "2"})
+    with pytest.raises(ValueError, match=r"field source_bucket: expected \[h_w, h_l\] with 0/1 values"):
+        main({"input": str(src), "output": str(tmp_path / "o.jsonl"), "source_bucket": [0, 2]})

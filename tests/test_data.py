@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import errno
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -127,67 +125,6 @@ def test_cli_noise_and_stats(tmp_path, capsys):
     assert out.read_bytes() == out2.read_bytes()
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-    """A real 64 KiB tmpfs (needs root, as in CI); elsewhere a directory whose file writes raise ENOSPC past 64 KiB."""
-    import subprocess
-
-    mnt = tmp_path / "disk"
-    mnt.mkdir()
-    ok = os.geteuid() == 0 and subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)],
-                                              capture_output=True).returncode == 0
-    if ok:
-        yield mnt
-        subprocess.run(["umount", str(mnt)], check=False)
-        return
-    import builtins
-
-    real_open = builtins.open
-
-    class Capped:
-        def __init__(self, fh):
-            self.fh, self.n = fh, 0
-
-        def write(self, data):
-            self.n += len(data)
-            if self.n > 64 * 1024:
-                raise OSError(errno.ENOSPC, "No space left on device")
-            return self.fh.write(data)
-
-        def __getattr__(self, name):
-            return getattr(self.fh, name)
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            return self.fh.__exit__(*exc)
-
-    def capped_open(file, mode="r", *a, **kw):
-        fh = real_open(file, mode, *a, **kw)
-        return Capped(fh) if str(file).startswith(str(mnt)) and "w" in mode else fh
-
-    builtins.open = capped_open
-    try:
-        yield mnt
-    finally:
-        builtins.open = real_open
-
-
-def test_full_disk_leaves_no_partial_file(small_disk, reliability_log):
-    """A write that runs out of space leaves the old output intact and no temp file, with a clear ENOSPC error."""
-    target = small_disk / "out.jsonl"
-    write_records(target, [rec(0, 0, 1)])
-    old = target.read_bytes()
-    big = [dict(rec(i, 0, 1), chosen="x" * 1000) for i in range(200)]  # ~200 KB > 64 KiB
-    with pytest.raises(OSError) as exc:
-        write_records(target, big)
-    assert exc.value.errno == errno.ENOSPC
-    assert target.read_bytes() == old
-    assert [p.name for p in small_disk.iterdir()] == ["out.jsonl"]
-    reliability_log.record("fault", "disk full (ENOSPC) during a dataset write", "OSError ENOSPC; old file intact; no temp left")
-
-
 def test_card_path_keeps_dots_in_stem():
     from alignkit.data import card_path
     assert card_path("d/train.jsonl").name == "train.card.json"
@@ -205,3 +142,39 @@ def test_atomic_outputs_get_umask_permissions(tmp_path):
 
     out = atomic_write_text(tmp_path / "o.txt", "x")
     assert stat.S_IMODE(out.stat().st_mode) == 0o666 & ~_UMASK
+
+
+# --- issue 11 item 7: sidecar names, partial `flipped` columns ------------------------------------------------------
+
+def test_rejects_files_keep_dots_in_the_name(tmp_path):
+    """train_eps0.4.jsonl and train_eps0.jsonl get distinct rejects files; neither run deletes the other's."""
+    from alignkit.data import rejects_path
+
+    assert rejects_path("d/train_eps0.4.jsonl").name == "train_eps0.4.rejects.jsonl"
+    assert rejects_path("d/train_eps0.jsonl").name == "train_eps0.rejects.jsonl"
+    assert rejects_path("d/x.parquet").name == "x.rejects.jsonl"
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps(rec(0, 1, 0)) + "\n" + '{"broken\n')
+    for name in ("train_eps0.4.jsonl", "train_eps0.jsonl"):
+        assert cli_main(["data", "noise", str(src), "-o", str(tmp_path / name), "--eps", "0", "--on-invalid",
+                         "skip"]) == 0
+    for stem in ("train_eps0.4", "train_eps0"):
+        rejects = (tmp_path / f"{stem}.rejects.jsonl").read_text().splitlines()
+        assert [json.loads(r)["line"] for r in rejects] == [2]
+
+
+def test_partial_flipped_column_is_counted(tmp_path, caplog):
+    from alignkit.trainers.runner import load_split
+
+    rows = [dict(rec(i, 0, 1), flipped=True) for i in range(3)] + [rec(i, 0, 1) for i in range(3, 5)]
+    src = tmp_path / "pairs.jsonl"
+    write_records(src, rows)
+    with caplog.at_level("WARNING"):
+        ds, info = load_split(str(src), "train", require_flags=True, on_invalid="error", max_samples=None,
+                              rejects_to=None)
+    assert "flipped" not in ds.column_names
+    assert info["n_flipped_values_dropped"] == 3 and "'flipped' is set on 3 of 5 rows" in caplog.text
+    write_records(src, [dict(r, flipped=False) for r in rows])  # set on every row: kept, nothing dropped
+    ds, info = load_split(str(src), "train", require_flags=True, on_invalid="error", max_samples=None,
+                          rejects_to=None)
+    assert "flipped" in ds.column_names and info["n_flipped_values_dropped"] == 0

@@ -117,7 +117,73 @@ def test_eval_killed_and_rerun_is_byte_identical(tmp_path, tiny_model, reliabili
     rc = _kill_when(cmd(out), lambda: cached() >= n_kill)
     assert rc == -signal.SIGKILL, "the eval finished before the kill point"
     assert not (out / "results.json").exists()
+    n_cached_at_kill = cached()
     _run(cmd(out))
     assert (out / "results.json").read_bytes() == (ref / "results.json").read_bytes()
+    n_in = sum(1 for raw in items.read_bytes().splitlines() if raw.strip())
+    n_out = sum(1 for raw in (out / "items" / "hallucination__tiny.jsonl").read_bytes().splitlines() if raw.strip())
     reliability_log.record("fault", f"evaluation killed (SIGKILL) after {n_kill} cached items",
-                           "rerun continued from the cache; results.json byte-identical", rows_lost=0)
+                           f"rerun reused {n_cached_at_kill} cached items; results.json byte-identical",
+                           rows_in=n_in, rows_out=n_out)
+
+
+# --- disk full --------------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A folder where writes past 64 KiB fail in the kernel, never a patched ``open``: a 64 KiB tmpfs where this
+    process may mount one (root, as in CI: a real ENOSPC), else ``RLIMIT_FSIZE`` = 64 KiB around the write (the
+    kernel's EFBIG). Yields (folder, how the fault is made, the errno it gives)."""
+    import errno
+    import resource
+
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    mounted = os.geteuid() == 0 and subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)], capture_output=True).returncode == 0
+    if mounted:
+        try:
+            yield mnt, "64 KiB tmpfs (real ENOSPC)", errno.ENOSPC, lambda: None
+        finally:
+            subprocess.run(["umount", str(mnt)], check=False)
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    old_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit then fails with EFBIG
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, hard))
+
+    try:
+        yield mnt, "RLIMIT_FSIZE 64 KiB (real EFBIG; no tmpfs mount allowed here)", errno.EFBIG, limit
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, old_handler)
+
+
+def test_full_disk_leaves_no_partial_file(small_disk, reliability_log):
+    """A dataset write that runs out of space fails with the OS error, leaves the old output intact and no temp
+    file behind."""
+    import resource
+
+    from alignkit.data import read_jsonl, write_records
+
+    disk, mechanism, expected_errno, limit = small_disk
+    target = disk / "out.jsonl"
+    old_rows = [{"id": "old", "prompt": "Q?", "chosen": "Yes.", "rejected": "No.", "h_w": 0, "h_l": 1}]
+    write_records(target, old_rows)
+    old = target.read_bytes()
+    big = [dict(old_rows[0], id=f"r{i}", chosen="x" * 1000) for i in range(200)]  # ~200 KB > 64 KiB
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    limit()
+    try:
+        with pytest.raises(OSError) as exc:
+            write_records(target, big)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    assert exc.value.errno == expected_errno
+    assert target.read_bytes() == old
+    assert [p.name for p in disk.iterdir()] == ["out.jsonl"]
+    kept = read_jsonl(target).records
+    reliability_log.record("fault", "disk full during a dataset write",
+                           f"OSError {os.strerror(expected_errno)}; old file intact; no temp left",
+                           rows_in=len(old_rows), rows_out=len(kept), mechanism=mechanism)

@@ -11,10 +11,10 @@ card gets per-item agreement and Fleiss' kappa, and low-agreement pairs go to ``
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from alignkit.builders.common import config_dict, config_from_dict, message_text
+from alignkit.data.io import sidecar_path
 from alignkit.judges import EnsembleJudge, JudgeItem, agreement_summary, get_judge, run_judge
 
 
@@ -73,7 +73,7 @@ def label_pairs(records: list[dict], judge, cfg: FactualityConfig, *, source_fil
     items: list[JudgeItem] = []
     for r in records:
         items.extend(items_for(r, cfg))
-    cache = cfg.cache or str(Path(cfg.output).with_name(Path(cfg.output).name.split(".")[0] + ".judge_cache.jsonl"))
+    cache = cfg.cache or str(sidecar_path(cfg.output, "judge_cache.jsonl"))
     judgements, stats = run_judge(judge, items, cache=cache, batch_size=cfg.batch_size, progress=progress,
                                   desc=f"labelling ({judge.name})")
     out, rejects, review = [], [], []
@@ -123,16 +123,6 @@ def _prior_agreement(rows: list[dict]) -> dict | None:
     return {"pairs": len(rows), "label_agreement": round(same / (2 * len(rows)), 6)}
 
 
-def _valid_lines(path: str, bad: set[int], n: int) -> list[int]:
-    """1-based line numbers of the valid rows (JSONL: non-blank lines not rejected; otherwise row numbers)."""
-    if Path(path).suffix in (".jsonl", ".json") and Path(path).is_file():
-        with open(path, "rb") as fh:
-            lines = [i for i, raw in enumerate(fh, start=1) if raw.strip() and i not in bad]
-    else:
-        lines = [i for i in range(1, n + len(bad) + 1) if i not in bad]
-    return lines[:n]
-
-
 def main(config: dict, *, progress: bool = True) -> dict:
     from alignkit.data.card import write_card
     from alignkit.data.io import read_records, write_jsonl, write_records, write_rejects
@@ -142,7 +132,8 @@ def main(config: dict, *, progress: bool = True) -> dict:
     judge = get_judge(cfg.judge, **cfg.judge_kwargs)
     res = read_records(cfg.input, on_invalid=cfg.on_invalid, require_flags=False)  # type: ignore[arg-type]
     records = res.records[: cfg.limit] if cfg.limit is not None else res.records
-    lines = _valid_lines(cfg.input, {r["line"] for r in res.rejects}, len(records))
+    lines = res.lines[: len(records)]  # each record's line in the input file, for reject reasons
+    dropped = {"over limit": len(res.records) - len(records)} if len(records) < len(res.records) else {}
     rows, judge_rejects, review, jstats = label_pairs(records, judge, cfg, source_file=cfg.input, lines=lines,
                                                       progress=progress)
     if cfg.flip:
@@ -150,14 +141,15 @@ def main(config: dict, *, progress: bool = True) -> dict:
     rejects = res.rejects + judge_rejects
     write_records(cfg.output, rows)
     write_rejects(cfg.output, rejects)
-    review_path = Path(cfg.output).with_name(Path(cfg.output).name.split(".")[0] + ".review.jsonl")
+    review_path = sidecar_path(cfg.output, "review.jsonl")
     if review:
         write_jsonl(review_path, review)
     else:
         review_path.unlink(missing_ok=True)
     cd = config_dict(cfg)
-    extra: dict[str, Any] = {"judge": jstats["card"], "prior_label_agreement": _prior_agreement(rows)}
-    write_card(cfg.output, rows, builder="factuality", config=cd, rejects=rejects, extra=extra)
+    extra: dict[str, Any] = {"rows_read": res.n_rows, "judge": jstats["card"],
+                             "prior_label_agreement": _prior_agreement(rows)}
+    write_card(cfg.output, rows, builder="factuality", config=cd, rejects=rejects, extra=extra, dropped=dropped)
     return {"output": cfg.output, "written": len(rows), "rejected": len(rejects), "review": len(review),
             "cached": jstats["run"]["cached"], "judged": jstats["run"]["judged"],
             "judge_status": jstats["run"]["status"]}

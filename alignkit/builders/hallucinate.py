@@ -206,6 +206,10 @@ class HallucinateConfig:
             raise ValueError(f"hallucinate config: unknown kinds {bad}; known: {list(PERTURBERS)}")
         if self.on_invalid not in ("error", "skip"):
             raise ValueError("hallucinate config: on_invalid must be 'error' or 'skip'")
+        if self.source_bucket is not None and (len(self.source_bucket) != 2 or any(
+                isinstance(x, bool) or x not in (0, 1) for x in self.source_bucket)):
+            raise ValueError(f"hallucinate config: field source_bucket: expected [h_w, h_l] with 0/1 values, got "
+                             f"{self.source_bucket!r}")
 
 
 CONFIG_CLASS = HallucinateConfig
@@ -217,25 +221,27 @@ def _pair(r: dict, corrupted: str, rid: str, method: str, **extra: Any) -> dict:
 
 
 def rule_variants(records: list[dict], seed: int, *, max_edits: int = 2, kinds: tuple[str, ...] = tuple(PERTURBERS),
-                  progress: bool = False) -> tuple[list[dict], list[dict]]:
-    """Rule-based variants of each record's (factual) chosen answer. Returns (pairs, rejects)."""
+                  progress: bool = False, lines: list[int] | None = None) -> tuple[list[dict], list[dict]]:
+    """Rule-based variants of each record's (factual) chosen answer. Returns (pairs, rejects); a reject's ``line``
+    is ``lines[i]`` (the record's line in the input file) when given, else the record's 1-based position."""
     answers = [message_text(r["chosen"], role="assistant") for r in records]
     pool = sorted({span for a in answers for _, _, span in entity_spans(a)})
+    lines = lines or list(range(1, len(records) + 1))
     out, rejects = [], []
     for i, (r, ans) in enumerate(tqdm(list(zip(records, answers)), desc="hallucinate (rule)", unit="pair",
                                       disable=not progress)):
-        rid = str(r.get("id", f"row{i + 1}"))
+        rid = str(r.get("id", f"row{lines[i]}"))
         new, changes = perturb(ans, random.Random(f"{seed}:{rid}"), pool, max_edits=max_edits, kinds=kinds)
         if not changes:
-            rejects.append({"line": i + 1, "field": "chosen", "reason": "no perturbable span", "id": rid})
+            rejects.append({"line": lines[i], "field": "chosen", "reason": "no perturbable span", "id": rid})
             continue
         out.append(_pair(r, new, rid, "rule", changes=changes))
     return out, rejects
 
 
 def llm_variants(records: list[dict], *, model: str = "smollm2-135m-instruct", engine: Any = None,
-                 max_tokens: int = 128, engine_kwargs: dict | None = None, progress: bool = False
-                 ) -> tuple[list[dict], list[dict]]:
+                 max_tokens: int = 128, engine_kwargs: dict | None = None, progress: bool = False,
+                 lines: list[int] | None = None) -> tuple[list[dict], list[dict]]:
     """LLM rewrites with the "2–3 subtle factual errors" instruction, greedy, batched on one vLLM engine."""
     from vllm import SamplingParams
 
@@ -247,14 +253,15 @@ def llm_variants(records: list[dict], *, model: str = "smollm2-135m-instruct", e
     chats = [[{"role": "user", "content": REWRITE_INSTRUCTION.format(prompt=message_text(r["prompt"], role="user"),
                                                                     answer=a)}] for r, a in zip(records, answers)]
     outs = eng.chat(chats, SamplingParams(temperature=0.0, max_tokens=max_tokens), use_tqdm=progress)
+    lines = lines or list(range(1, len(records) + 1))
     pairs, rejects = [], []
     for i, (r, a, o) in enumerate(zip(records, answers, outs)):
-        rid = str(r.get("id", f"row{i + 1}"))
+        rid = str(r.get("id", f"row{lines[i]}"))
         text = o.outputs[0].text.strip()
         if not text:
-            rejects.append({"line": i + 1, "field": "chosen", "reason": "empty rewrite", "id": rid})
+            rejects.append({"line": lines[i], "field": "chosen", "reason": "empty rewrite", "id": rid})
         elif normalise(text) == normalise(a):
-            rejects.append({"line": i + 1, "field": "chosen", "reason": "rewrite identical to the original",
+            rejects.append({"line": lines[i], "field": "chosen", "reason": "rewrite identical to the original",
                             "id": rid})
         else:
             pairs.append(_pair(r, text, rid, "llm", rewrite_model=model))
@@ -267,17 +274,22 @@ def main(config: dict, *, progress: bool = True) -> dict:
 
     cfg = config_from_dict(HallucinateConfig, config, "hallucinate config")
     res = read_records(cfg.input, on_invalid=cfg.on_invalid, require_flags=cfg.source_bucket is not None)  # type: ignore[arg-type]
-    src = res.records
+    src, lines = res.records, res.lines
+    dropped: dict[str, int] = {}  # valid rows left out on purpose, counted in the card
     if cfg.source_bucket is not None:
         want = tuple(int(x) for x in cfg.source_bucket)
-        src = [r for r in src if (r["h_w"], r["h_l"]) == want]
+        keep = [i for i, r in enumerate(src) if (r["h_w"], r["h_l"]) == want]
+        dropped[f"not in source_bucket {list(want)}"] = len(src) - len(keep)
+        src, lines = [src[i] for i in keep], [lines[i] for i in keep]
     if cfg.limit is not None:
-        src = src[: cfg.limit]
+        dropped["over limit"] = max(0, len(src) - cfg.limit)
+        src, lines = src[: cfg.limit], lines[: cfg.limit]
     if cfg.method == "rule":
-        pairs, rej = rule_variants(src, cfg.seed, max_edits=cfg.max_edits, kinds=tuple(cfg.kinds), progress=progress)
+        pairs, rej = rule_variants(src, cfg.seed, max_edits=cfg.max_edits, kinds=tuple(cfg.kinds), progress=progress,
+                                   lines=lines)
     else:
         pairs, rej = llm_variants(src, model=cfg.model, max_tokens=cfg.max_tokens, engine_kwargs=cfg.engine_kwargs,
-                                  progress=progress)
+                                  progress=progress, lines=lines)
     for x in rej:
         x["file"] = cfg.input
     rejects = res.rejects + rej
@@ -288,5 +300,8 @@ def main(config: dict, *, progress: bool = True) -> dict:
     write_records(cfg.output, pairs)
     write_rejects(cfg.output, rejects)
     write_card(cfg.output, pairs, builder="hallucinate", config=config_dict(cfg), rejects=rejects,
-               extra={"source_pairs": len(src), "edits_by_kind": dict(sorted(kinds.items()))})
-    return {"output": cfg.output, "written": len(pairs), "rejected": len(rejects), "source_pairs": len(src)}
+               dropped={k: v for k, v in dropped.items() if v},
+               extra={"rows_read": res.n_rows, "source_pairs": len(src),
+                      "edits_by_kind": dict(sorted(kinds.items()))})
+    return {"output": cfg.output, "written": len(pairs), "rejected": len(rejects), "source_pairs": len(src),
+            "dropped": sum(dropped.values())}

@@ -2,7 +2,7 @@
 
 Source answers (Lin et al., "TruthfulQA", arXiv 2109.07958): the upstream CSV (``Correct Answers`` / ``Incorrect
 Answers``, ``; ``-separated), ``mc_task.json`` (answer -> 1/0 in ``mc2_targets``), the HF ``truthful_qa``
-generation/multiple_choice rows (JSONL), or a hub id. Use v0 (../shared/data/truthfulqa, = HF ``truthful_qa``) for
+generation/multiple_choice rows (JSONL), or a hub id. Use v0 (``pkg:truthfulqa/…``, = HF ``truthful_qa``) for
 numbers comparable with published ones.
 
 Every pair is ``chosen`` = a correct answer (``h_w = 0``), ``rejected`` = an incorrect one (``h_l = 1``); with
@@ -28,6 +28,7 @@ from alignkit.data.card import write_card
 from alignkit.data.io import write_jsonl, write_rejects
 from alignkit.data.schema import DataError
 from alignkit.utils import stable_hash
+from alignkit.resources import resolve_data
 
 
 @dataclass
@@ -37,6 +38,7 @@ class QAItem:
     incorrect: list[str]
     category: str
     line: int
+    conflicting: list[str] = field(default_factory=list)  # answers listed as both correct and incorrect (dropped)
 
 
 def _split_answers(text: str) -> list[str]:
@@ -54,7 +56,7 @@ def _dedupe(answers: list[str]) -> list[str]:
 
 def _rows(source: str, hub_split: str) -> tuple[list[tuple[int, Any]], str]:
     """(line/row number, raw row) pairs and the format name."""
-    p = Path(source)
+    p = Path(resolve_data(source))
     if p.suffix == ".csv":
         with open(p, encoding="utf-8-sig", newline="") as fh:  # the upstream CSV starts with a BOM
             # DictReader's line_num is the physical line where the record ends; header = line 1, rows from 2
@@ -67,7 +69,7 @@ def _rows(source: str, hub_split: str) -> tuple[list[tuple[int, Any]], str]:
         return list(enumerate(data, start=1)), "mc_task"
     if p.suffix == ".jsonl":
         rows = []
-        with open(p, encoding="utf-8") as fh:
+        with open(p, encoding="utf-8-sig") as fh:  # -sig: a BOM before the first row is not part of it
             for lineno, text in enumerate(fh, start=1):
                 if text.strip():
                     try:
@@ -75,6 +77,8 @@ def _rows(source: str, hub_split: str) -> tuple[list[tuple[int, Any]], str]:
                     except json.JSONDecodeError as e:
                         rows.append((lineno, DataError(f"invalid JSON: {e.msg} (column {e.colno})",
                                                        file=source, line=lineno)))
+                    except RecursionError:
+                        rows.append((lineno, DataError("invalid JSON: nested too deeply", file=source, line=lineno)))
         return rows, "jsonl"
     if p.exists() or source.startswith((".", "/", "~")):
         raise FileNotFoundError(f"{source}: expected an existing .csv, .json or .jsonl file")
@@ -116,15 +120,17 @@ def _parse(row: Any, fmt: str) -> tuple[QAItem | None, str | None, str]:
         incorrect = [a for a, lab in pairs if lab == 0]
     correct = _dedupe([a.strip() for a in correct if isinstance(a, str) and a.strip()])
     incorrect = _dedupe([a.strip() for a in incorrect if isinstance(a, str) and a.strip()])
-    # an answer listed on both sides cannot label a pair
+    # an answer listed on both sides cannot label a pair: it is dropped from both, and counted in the card
     both = {a.lower() for a in correct} & {a.lower() for a in incorrect}
+    conflicting = [a for a in correct if a.lower() in both]
     correct = [a for a in correct if a.lower() not in both]
     incorrect = [a for a in incorrect if a.lower() not in both]
+    why = f" (after dropping {len(conflicting)} answer(s) listed as both correct and incorrect)" if both else ""
     if not correct:
-        return None, "correct_answers", "no correct answer"
+        return None, "correct_answers", "no correct answer" + why
     if not incorrect:
-        return None, "incorrect_answers", "no incorrect answer"
-    return QAItem(q.strip(), correct, incorrect, category, 0), None, ""
+        return None, "incorrect_answers", "no incorrect answer" + why
+    return QAItem(q.strip(), correct, incorrect, category, 0, conflicting), None, ""
 
 
 def load_truthfulqa(source: str, *, on_invalid: str = "error", hub_split: str = "validation",
@@ -242,6 +248,8 @@ def build_truthfulqa_pairs(config: TruthfulQAPairsConfig, *, progress: bool = Tr
         write_card(path, records, builder="truthfulqa_pairs", config=asdict(config), rejects=rejects, extra={
             "split": split, "questions": len(qs), "questions_other_split": len(eval_q if split == "train" else train_q),
             "categories": dict(sorted(Counter(q.category for q in qs).items())),
+            "answers_listed_both_sides": {"answers": sum(len(q.conflicting) for q in qs),
+                                          "questions": sum(1 for q in qs if q.conflicting)},
         })
         summary[split] = {"questions": len(qs), "pairs": len(records)}
     return summary

@@ -27,6 +27,7 @@ def register(sub: argparse._SubParsersAction, name: str, help_text: str) -> None
 
     v = ds.add_parser("validate", help="check every row; report file:line field: reason")
     _add_io(v, output=False)
+    v.add_argument("--allow-empty", action="store_true", help="a file with no rows passes (default: an error)")
     v.set_defaults(func=_validate)
 
     f = ds.add_parser("flip", help="apply the F-DPO label flip (h_w=1,h_l=0 pairs are swapped)")
@@ -62,8 +63,13 @@ def _guard(fn):
 def _validate(args: argparse.Namespace) -> int:
     res = _read(args)
     for r in res.rejects:
-        print(f"{r['file']}:{r['line']}: field '{r['field']}': {r['reason']}", file=sys.stderr)
+        fld = f"field '{r['field']}': " if r["field"] else ""
+        print(f"{r['file']}:{r['line']}: {fld}{r['reason']}", file=sys.stderr)
     print(json.dumps({"valid": len(res.records), "rejected": res.n_rejected}))
+    if res.n_rows == 0 and not args.allow_empty:
+        # an empty file is valid row by row, but nothing can be trained or evaluated on it
+        print(f"error: {res.source}: no rows (pass --allow-empty if that is expected)", file=sys.stderr)
+        return 1
     return 1 if res.rejects else 0
 
 

@@ -18,6 +18,20 @@ from alignkit.utils import atomic_path, dumps_line
 
 OnInvalid = Literal["error", "skip"]
 MAX_ROW_BYTES = 8 * 1024 * 1024  # a row this large is almost surely a concatenation or binary junk
+_BOM = b"\xef\xbb\xbf"  # Windows editors and Excel start UTF-8 files with it; it is not part of the first row
+DATA_SUFFIXES = (".jsonl.gz", ".jsonl", ".json", ".parquet")
+
+
+def sidecar_path(output: str | os.PathLike, kind: str) -> Path:
+    """The file written beside ``output``: ``train.jsonl`` -> ``train.<kind>``. Only the data suffix is removed,
+    so ``train_eps0.4.jsonl`` and ``train_eps0.jsonl`` get distinct sidecars (cards, rejects, caches, reviews)."""
+    p = Path(output)
+    name = p.name
+    for suffix in DATA_SUFFIXES:
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    return p.with_name(f"{name}.{kind}")
 
 
 @dataclass
@@ -25,6 +39,12 @@ class ReadResult:
     records: list[dict]
     rejects: list[dict] = field(default_factory=list)  # {"file","line","field","reason","raw"}
     source: str = ""
+    lines: list[int] = field(default_factory=list)  # input line (JSONL) or 1-based row number of each record
+
+    @property
+    def n_rows(self) -> int:
+        """Rows read (valid + rejected); blank JSONL lines are not rows."""
+        return len(self.records) + len(self.rejects)
 
     @property
     def n_rejected(self) -> int:
@@ -61,6 +81,7 @@ class _Collector:
                 return
             self._ids[rid] = line
         self.result.records.append(record)
+        self.result.lines.append(line)
 
 
 def read_jsonl(path: str | os.PathLike, *, on_invalid: OnInvalid = "error", require_flags: bool = True,
@@ -70,6 +91,8 @@ def read_jsonl(path: str | os.PathLike, *, on_invalid: OnInvalid = "error", requ
     col = _Collector(path, on_invalid, require_flags)
     with open(path, "rb") as fh:
         for lineno, raw in enumerate(fh, start=1):
+            if lineno == 1 and raw.startswith(_BOM):
+                raw = raw[len(_BOM):]
             if len(raw) > max_row_bytes:
                 col.reject(lineno, None, f"row is {len(raw)} bytes, over the {max_row_bytes}-byte limit", raw[:200].decode("utf-8", "replace"))
                 continue
@@ -84,6 +107,9 @@ def read_jsonl(path: str | os.PathLike, *, on_invalid: OnInvalid = "error", requ
                 obj = json.loads(text)
             except json.JSONDecodeError as e:
                 col.reject(lineno, None, f"invalid JSON: {e.msg} (column {e.colno})", text.rstrip("\n"))
+                continue
+            except RecursionError:  # the parser recurses once per nesting level; no record is nested this deep
+                col.reject(lineno, None, "invalid JSON: nested too deeply", text.rstrip("\n"))
                 continue
             col.add(lineno, obj, text.rstrip("\n"))
     return col.result
@@ -163,8 +189,15 @@ def write_records(path: str | os.PathLike, records: list[dict]) -> Path:
 
 
 def rejects_path(output: str | os.PathLike) -> Path:
-    p = Path(output)
-    return p.with_name(p.name.split(".")[0] + ".rejects.jsonl")
+    """``train_eps0.4.jsonl`` -> ``train_eps0.4.rejects.jsonl``."""
+    return sidecar_path(output, "rejects.jsonl")
+
+
+def partial_column_rows(records: list[dict], key: str) -> int:
+    """How many rows carry ``key`` when not every row does (0 when all or none do): the rows whose value a
+    column-wise consumer (a ``datasets.Dataset``) has to drop, so that the caller can count them."""
+    have = sum(1 for r in records if r.get(key) is not None)
+    return have if have < len(records) else 0
 
 
 def write_rejects(output: str | os.PathLike, rejects: list[dict]) -> Path | None:

@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from alignkit.data import read_records, write_rejects
+from alignkit.data.io import partial_column_rows
 from alignkit.trainers.config import FLAG_LOSSES
 from alignkit.trainers.distributed import init_deepspeed_comm
 from alignkit.utils import atomic_write_json, atomic_write_text
@@ -47,6 +48,11 @@ def load_split(path: str, split: str, *, require_flags: bool, on_invalid: str, m
     if rejects_to is not None:
         write_rejects(rejects_to, res.rejects)
     info = {"source": res.source, "n_read": len(res.records), "n_used": len(records), "n_rejected": res.n_rejected}
+    # a `flipped` column set on only some rows is left out of the dataset (see records_to_dataset): count the rows
+    info["n_flipped_values_dropped"] = partial_column_rows(records, "flipped")
+    if info["n_flipped_values_dropped"]:
+        logger.warning("%s: 'flipped' is set on %d of %d rows; that column is ignored",
+                       res.source, info["n_flipped_values_dropped"], len(records))
     return records_to_dataset(records, res.source), info
 
 
