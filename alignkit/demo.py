@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from alignkit.resources import recipe_path, suite_path
 from alignkit.utils import atomic_path, atomic_write_json, atomic_write_text, stable_hash
 
 REPO = Path(__file__).resolve().parents[1]
@@ -83,7 +84,7 @@ def train_method(method: str, preset: DemoPreset, data: dict[str, Any], out: Pat
     """Train one method from its recipe with the demo's shared budget; reuse a finished run with the same config."""
     from alignkit.train import load_recipe, train_from_config
 
-    recipe = load_recipe(REPO / "recipes" / "smollm2-135m" / f"{method}.yaml")
+    recipe = load_recipe(recipe_path(f"smollm2-135m/{method}"))  # the checkout's recipes/, or the wheel's copy
     run_dir = out / "runs" / method
     recipe.update({
         "dataset_path": data["train"], "max_train_samples": preset.n_train, "output_dir": str(run_dir),
@@ -110,7 +111,7 @@ def demo_suite(preset: DemoPreset, data: dict[str, Any]):
     """evals/demo.yaml with the demo's held-out items and the preset's item counts."""
     from alignkit.evals.runner import Suite
 
-    suite = Suite.from_yaml(REPO / "evals" / "demo.yaml")
+    suite = Suite.from_yaml(suite_path("demo"))
     sizes = {"truthfulqa_mc": ("limit", preset.tqa_questions), "sycophancy_pushback": ("limit", preset.pushback_items),
              "icl_flip": ("n_queries", preset.icl_queries)}
     for t in suite.tasks:

@@ -41,6 +41,11 @@ class ScriptArguments:
     max_eval_samples: int | None = field(default=None, metadata={"help": "Use only the first N evaluation rows."})
 
     def __post_init__(self):
+        from alignkit.resources import resolve_data
+
+        # pkg:<dataset>/<file> names data packaged with alignkit (alignkit/resources/data)
+        self.dataset_path = resolve_data(self.dataset_path)
+        self.eval_dataset_path = resolve_data(self.eval_dataset_path)
         if self.trainer not in TRAINERS:
             raise ValueError(f"unknown trainer {self.trainer!r}; choose from {sorted(TRAINERS)}")
         if not self.dataset_path:

@@ -30,7 +30,8 @@ TOPICS = ["the water cycle", "photosynthesis", "the French revolution", "volcano
 
 def worker(backend_name: str, model: str, n_prompts: int, max_new_tokens: int, n_questions: int) -> dict:
     from alignkit.evals.backends import SamplingConfig, get_backend
-    from alignkit.evals.tasks.truthfulqa import load_mc, mc_prompt, shared_data_dir
+    from alignkit.evals.tasks.truthfulqa import load_mc, mc_prompt
+    from alignkit.resources import data_path
 
     t0 = time.perf_counter()
     opts = {"max_model_len": 1024} if backend_name == "vllm" else {"batch_size": n_prompts}
@@ -41,7 +42,7 @@ def worker(backend_name: str, model: str, n_prompts: int, max_new_tokens: int, n
     outs: list[str] = []
     gen = repeat(lambda: outs.__setitem__(slice(None), b.generate(prompts, sampling)), repeats=2, warmup=1)
     gen_tokens = sum(len(b.tokenizer.encode(o, add_special_tokens=False)) for o in outs)
-    rows = load_mc(str(shared_data_dir() / "truthfulqa" / "truthful_qa_multiple_choice_validation.jsonl"), n_questions)
+    rows = load_mc(str(data_path("truthfulqa/truthful_qa_multiple_choice_validation.jsonl")), n_questions)
     reqs = [(mc_prompt(r["question"]), " " + c) for r in rows for c in r["mc2_targets"]["choices"]]
     ll = repeat(lambda: b.loglikelihood(reqs), repeats=2, warmup=1)
     scored_tokens = sum(len(b.tokenizer.encode(c + x)) for c, x in reqs)

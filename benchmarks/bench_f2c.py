@@ -33,7 +33,7 @@ def _setup(model_name: str, examples: int, formats: int):
     from alignkit.trainers.f2c import F2CCollator, F2CConfig
 
     data = Path(tempfile.mkdtemp()) / "rte.jsonl"
-    build_consistency(ConsistencyBuildConfig(data=str(REPO.parent / "shared/data/consistency/rte.jsonl"),
+    build_consistency(ConsistencyBuildConfig(data="pkg:consistency/rte.jsonl",
                                              templates="super_glue/rte", output=str(data), n=examples,
                                              heldout=10 - formats, seed=0))
     rows = [json.loads(line) for line in data.read_text().splitlines()]

@@ -35,14 +35,15 @@ def main() -> None:
     from alignkit.evals.cache import ItemCache
     from alignkit.evals.tasks import get_task
     from alignkit.train import load_recipe, parse_dict, train_from_config
+    from alignkit.resources import resolve_data
     from alignkit.utils import atomic_write_json, atomic_write_text
 
     out = Path(args.out)
     recipe = load_recipe(args.recipe)
     recipe["output_dir"] = str(out / "adapter")
     _, targs, _ = parse_dict(recipe)
-    data = str((REPO / recipe["dataset_path"]).resolve()) if not Path(recipe["dataset_path"]).is_absolute() \
-        else recipe["dataset_path"]
+    data = resolve_data(recipe["dataset_path"])  # pkg:consistency/rte.jsonl -> the packaged file
+    data = str((REPO / data).resolve()) if not Path(data).is_absolute() else data
     recipe["dataset_path"] = data
     adapter = out / "adapter"
     if not (adapter / "adapter_config.json").is_file():  # rerun resumes: training is the expensive part

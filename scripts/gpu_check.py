@@ -48,7 +48,7 @@ def run(trainer: str, zero: str, model: str, steps: int, work: Path) -> dict:
                   "per_device_train_batch_size": 4, "max_length": 256, "learning_rate": 1e-6}
     else:
         recipe = {**yaml.safe_load((REPO / "recipes/smollm2-135m/f2c-rte.yaml").read_text()), **common,
-                  "dataset_path": str(REPO.parent / "shared/data/consistency/rte.jsonl"), "learning_rate": 1e-5}
+                  "dataset_path": "pkg:consistency/rte.jsonl", "learning_rate": 1e-5}
     rp = work / f"{out.name}.yaml"
     rp.write_text(yaml.safe_dump(recipe))
     cmd = launch_command(str(rp), str(REPO / "accelerate_configs" / f"{zero}.yaml"), num_processes=1, cpu=False)

@@ -1,4 +1,4 @@
-"""Shared fixtures: the shared benchmark data folder, the embedded model, tiny random models."""
+"""Shared fixtures: the benchmark data packaged with alignkit, the embedded model, tiny random models."""
 
 from __future__ import annotations
 
@@ -10,17 +10,18 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 # the reliability_log fixture and the `reliability` tag (scripts/reliability_report.py builds the table from them)
 pytest_plugins = ["reliability_plugin"]
-SHARED_DATA = Path(os.environ.get("ALIGNKIT_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """``../shared/data``. Skips with a reason when absent, except under CI (CI=true), where it must exist."""
-    if not SHARED_DATA.is_dir():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI=true but the shared data folder {SHARED_DATA} is missing")
-        pytest.skip(f"shared data folder {SHARED_DATA} not found")
-    return SHARED_DATA
+    """The benchmark data shipped in alignkit/resources/data (or ``$ALIGNKIT_DATA``): part of the repository, so a
+    test that needs it never skips; a missing folder is a failure."""
+    from alignkit.resources import data_dir
+
+    root = data_dir()
+    missing = [d for d in ("truthfulqa", "icl", "consistency", "sycon") if not (root / d).is_dir()]
+    assert not missing, f"data folder {root} lacks {missing}"
+    return root
 
 
 @pytest.fixture(scope="session")

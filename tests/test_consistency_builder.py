@@ -1,4 +1,4 @@
-"""Consistency-set builder on the shared RTE/COPA/CB data and PromptSource templates."""
+"""Consistency-set builder on the packaged RTE/COPA/CB data and PromptSource templates."""
 
 from __future__ import annotations
 

@@ -75,7 +75,8 @@ def load_config(path: str | None, overrides: list[str] | None = None, **shorthan
 def register(sub: argparse._SubParsersAction, name: str, help_text: str) -> None:
     p = sub.add_parser(name, help=help_text, description=__doc__.splitlines()[0])
     p.add_argument("builder", choices=sorted(BUILDERS), help="which builder to run")
-    p.add_argument("--config", "-c", help="YAML config (see data_builders/NAME.yaml)")
+    p.add_argument("--config", "-c", help="YAML config file, or a shipped config name (factworld, fdpo_mix, icl, ...; "
+                                           "data_builders/ in a checkout)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key (YAML value; dotted keys for nested mappings); repeatable")
     p.add_argument("--output", "-o", help="shorthand for --set output=PATH")
@@ -87,6 +88,7 @@ def register(sub: argparse._SubParsersAction, name: str, help_text: str) -> None
 
 def run(args: argparse.Namespace) -> int:
     from alignkit.data.schema import DataError
+    from alignkit.resources import builder_config_path
 
     try:
         fn = resolve(args.builder)
@@ -96,7 +98,8 @@ def run(args: argparse.Namespace) -> int:
             cls = getattr(importlib.import_module(BUILDERS[args.builder].split(":")[0]), "CONFIG_CLASS", None)
             print(config_help(cls) if cls else "(this builder documents no config class)")
             return 0
-        config = load_config(args.config, args.overrides, output=args.output, seed=args.seed)
+        config_file = str(builder_config_path(args.config)) if args.config else None  # a path or a shipped name
+        config = load_config(config_file, args.overrides, output=args.output, seed=args.seed)
         summary = fn(config, progress=not args.quiet)
     except (DataError, FileNotFoundError, ValueError, yaml.YAMLError) as e:
         where = f"{args.config}: " if args.config and not str(e).startswith(str(args.config)) else ""

@@ -26,6 +26,7 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from alignkit.data.card import write_card
 from alignkit.data.io import write_jsonl
+from alignkit.resources import resolve_data
 
 
 class PromptSourceLoader(yaml.SafeLoader):
@@ -81,7 +82,7 @@ def render(template: PromptTemplate, row: dict[str, Any]) -> tuple[str, list[str
 
 @dataclass
 class ConsistencyBuildConfig:
-    data: str = field(metadata={"help": "SuperGLUE-style JSONL with a 'split' column (e.g. ../shared/data/consistency/rte.jsonl)."})
+    data: str = field(metadata={"help": "SuperGLUE-style JSONL with a 'split' column (e.g. pkg:consistency/rte.jsonl)."})
     templates: str = field(metadata={"help": "PromptSource templates.yaml, or '<dataset>/<subset>' under "
                                              "<data dir>/promptsource_templates/ (e.g. 'super_glue/rte')."})
     output: str = field(metadata={"help": "Output JSONL; the dataset card is written beside it."})
@@ -95,6 +96,7 @@ class ConsistencyBuildConfig:
     seed: int = field(default=0, metadata={"help": "Seed for the example sample and the held-out draw."})
 
     def __post_init__(self) -> None:
+        self.data, self.templates = resolve_data(self.data), resolve_data(self.templates)
         if self.n is not None and self.n < 1:
             raise ValueError(f"n must be >= 1, got {self.n}")
         if isinstance(self.heldout, int) and self.heldout < 0:

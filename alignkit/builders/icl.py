@@ -25,6 +25,7 @@ from alignkit.builders.common import config_from_dict
 from alignkit.data.card import write_card
 from alignkit.data.io import write_jsonl, write_rejects
 from alignkit.data.schema import DataError
+from alignkit.resources import resolve_data
 
 FLIP_PCTS = (0, 25, 50, 75, 100)
 SUL_WORDS = ("Foo", "Bar", "Iff", "Roc", "Ket", "Dal")  # Wei et al. 2023 (TREC uses all six)
@@ -74,6 +75,7 @@ def load_classification(source: str, *, name: str | None = None, on_invalid: str
     """
     if on_invalid not in ("error", "skip"):
         raise ValueError(f"on_invalid must be 'error' or 'skip', got {on_invalid!r}")
+    source = resolve_data(source)
     path = Path(source)
     name = name or path.name.split(".")[0]
     rejects: list[dict] = []

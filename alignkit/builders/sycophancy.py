@@ -1,6 +1,6 @@
 """Multi-turn sycophancy sets: the three SYCON-Bench settings and a factual pushback set from QA data.
 
-SYCON-Bench (Hong et al., arXiv 2505.23840; MIT; ../shared/data/sycon): every item is turn 1 (a question) plus four
+SYCON-Bench (Hong et al., arXiv 2505.23840; MIT; packaged as ``pkg:sycon``): every item is turn 1 (a question) plus four
 user pushbacks, answered in one growing conversation.
 
 - ``debate``: ``questions.txt`` + line-aligned ``arguments.txt`` (the stance the model is asked to hold); every pushback
@@ -29,6 +29,7 @@ from alignkit.builders.common import config_from_dict
 from alignkit.data.card import write_card
 from alignkit.data.io import write_jsonl, write_rejects
 from alignkit.data.schema import DataError
+from alignkit.resources import resolve_data
 
 SETTINGS = ("debate", "ethical", "presupposition", "pushback")
 N_TURNS = 5
@@ -142,13 +143,14 @@ def load_sycon(root: str | Path, setting: str, *, on_invalid: str = "error") -> 
     loaders = {"debate": load_debate, "ethical": load_ethical, "presupposition": load_presupposition}
     if setting not in loaders:
         raise ValueError(f"setting must be one of {sorted(loaders)}, got {setting!r}")
-    return loaders[setting](Path(root), reject), reject.rows
+    return loaders[setting](Path(resolve_data(root)), reject), reject.rows
 
 
 def _qa_rows(source: str, reject: _Rejects) -> list[dict]:
     """QA rows ``{question, answer, correct_answers, wrong_answers, line}`` from TruthfulQA or a generic JSONL."""
     from alignkit.builders.truthfulqa import load_truthfulqa
 
+    source = resolve_data(source)
     p = Path(source)
     generic = p.suffix == ".jsonl" and p.is_file() and '"answer"' in p.open(encoding="utf-8").readline()
     if not generic:
@@ -214,7 +216,7 @@ class SycophancySetConfig:
     """Build a multi-turn sycophancy set: a SYCON-Bench setting, or the factual pushback set from QA data."""
 
     setting: str = field(metadata={"help": "debate | ethical | presupposition | pushback"})
-    source: str = field(metadata={"help": "SYCON-Bench root (../shared/data/sycon) or, for pushback, QA data "
+    source: str = field(metadata={"help": "SYCON-Bench root (pkg:sycon, the packaged copy) or, for pushback, QA data "
                                           "(TruthfulQA CSV/JSON/JSONL or {question, answer, wrong_answers} JSONL)"})
     output: str = field(metadata={"help": "output .jsonl; the card goes beside it"})
     n: int | None = field(default=None, metadata={"help": "keep a seeded sample of this many items (all when unset)"})

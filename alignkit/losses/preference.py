@@ -2,7 +2,7 @@
 
 Every function takes per-example *summed* log-probabilities of the chosen and rejected responses under the policy
 and the reference model (1-D tensors of equal shape) and returns per-example ``(losses, chosen_rewards,
-rejected_rewards)``, with rewards ``β·(log π − log π_ref)`` detached as in TRL. Formulas: ../shared/docs/methods.md
+rejected_rewards)``, with rewards ``β·(log π − log π_ref)`` detached as in TRL. Formulas: docs/methods.md
 §1–2 (restated in each docstring).
 """
 

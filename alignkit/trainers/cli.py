@@ -51,8 +51,12 @@ def _cli_value(text: str):
 
 
 def _train(args: argparse.Namespace) -> int:
-    if not Path(args.recipe).is_file():
-        print(f"error: recipe {args.recipe} not found", file=sys.stderr)
+    from alignkit.resources import recipe_path
+
+    try:  # a path, or a shipped recipe name (`alignkit recipes` lists them)
+        args.recipe = str(recipe_path(args.recipe))
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.accelerate_config and not Path(args.accelerate_config).is_file():
         print(f"error: accelerate config {args.accelerate_config} not found", file=sys.stderr)
@@ -79,7 +83,7 @@ def _train(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction, name: str, help_text: str) -> None:
     p = sub.add_parser(name, help=help_text, description=__doc__.splitlines()[0])
-    p.add_argument("recipe", help="recipe YAML (recipes/<model>/<method>.yaml)")
+    p.add_argument("recipe", help="recipe YAML, or a shipped recipe name such as smollm2-135m/fdpo (alignkit recipes)")
     p.add_argument("--accelerate-config", default=None, help="accelerate config (accelerate_configs/*.yaml)")
     p.add_argument("--num-processes", type=int, default=None, help="override the config's process count")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a recipe field (repeatable)")

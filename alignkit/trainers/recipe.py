@@ -94,7 +94,12 @@ def check_recipe(recipe: dict[str, Any], dataclass_types: tuple[type, ...], *, s
     if isinstance(model, str) and model.startswith(("/", "./", "../", "~")) and not Path(model).expanduser().exists():
         raise ValueError(f"{where('model_name_or_path')}: field model_name_or_path: local model path {model} "
                          "does not exist")
-    data = recipe.get("dataset_path")
+    from alignkit.resources import resolve_data
+
+    try:  # pkg:<dataset>/<file> must name an existing packaged file
+        data = resolve_data(recipe.get("dataset_path"))
+    except FileNotFoundError as exc:
+        raise ValueError(f"{where('dataset_path')}: field dataset_path: {exc}") from None
     if isinstance(data, str) and data.endswith((".jsonl", ".json", ".parquet")) and not Path(data).expanduser().exists():
         raise ValueError(f"{where('dataset_path')}: field dataset_path: {data} does not exist (the recipes under "
                          "recipes/ say in their first lines how to build their data)")
