@@ -1,7 +1,9 @@
 """The transformers backend: batched greedy/sampled generation and log-likelihood scoring, peft LoRA adapters.
 
-For tests and small runs. Computes in float32 on the CPU (or the model's device) so its numbers agree with the vLLM
-backend (float32) to ~1e-4 nats per token.
+Log-likelihoods go through the shared-prefix scorer (alignkit/evals/backends/prefix_scorer.py: each shared token
+prefix is computed once) unless ``prefix_sharing=False``, which scores every request on its own, as
+lm-evaluation-harness does; the two agree to float rounding. Computes in float32 on the CPU and bfloat16 on CUDA
+unless ``dtype`` is given; on the CPU its numbers agree with the vLLM backend (float32) to ~1e-4 nats per token.
 """
 
 from __future__ import annotations
@@ -10,15 +12,17 @@ from typing import Any, Sequence
 
 from tqdm.auto import tqdm
 
-from alignkit.evals.backends import encode_pair, encode_prompt, truncate_at_stop
+from alignkit.evals.backends import adapter_fingerprint, encode_pair, encode_prompt, truncate_at_stop
 from alignkit.evals.backends.base import LoglikResult, Prompt, SamplingConfig
+from alignkit.evals.backends.prefix_scorer import PrefixScorer
 
 
 class HFBackend:
     name = "hf"
 
-    def __init__(self, base: str, *, batch_size: int = 8, dtype: str = "float32", device: str | None = None,
-                 max_length: int | None = None, progress: bool = False, trust_remote_code: bool = False) -> None:
+    def __init__(self, base: str, *, batch_size: int = 8, dtype: str | None = None, device: str | None = None,
+                 max_length: int | None = None, progress: bool = False, trust_remote_code: bool = False,
+                 prefix_sharing: bool = True, score_batch_tokens: int = 2048, score_batch_kv: int = 32768) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -31,6 +35,9 @@ class HFBackend:
         self.batch_size = batch_size
         self.progress = progress
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if dtype is None:  # bf16 on a GPU that has it (what a GPU user runs), fp32 elsewhere
+            dtype = "bfloat16" if self.device.type == "cuda" and torch.cuda.is_bf16_supported() else "float32"
+        self.dtype = dtype
         self.tokenizer = AutoTokenizer.from_pretrained(self.path, trust_remote_code=trust_remote_code)
         self.model = AutoModelForCausalLM.from_pretrained(
             self.path, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code).to(self.device).eval()
@@ -38,6 +45,9 @@ class HFBackend:
         self._pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None \
             else self.tokenizer.eos_token_id
         self._adapters: dict[str, str] = {}  # adapter dir -> peft adapter name
+        self.prefix_sharing = prefix_sharing
+        self.scorer = PrefixScorer(pad_id=self._pad_id, max_length=self.max_length,
+                                   max_batch_tokens=score_batch_tokens, max_batch_kv=score_batch_kv)
 
     # -- adapters ---------------------------------------------------------------------------------------------------
     def _activate(self, adapter: str | None) -> Any:
@@ -97,6 +107,11 @@ class HFBackend:
         import torch
 
         pairs = [encode_pair(self.tokenizer, c, x) for c, x in requests]
+        if self.prefix_sharing:
+            # the root segment kept between calls belongs to this (adapter, adapter content)
+            key = (adapter, adapter_fingerprint(adapter))
+            with self._activate(adapter), torch.inference_mode():
+                return self.scorer.score(self.model, pairs, root_key=key)
         # longest first: similar lengths share a batch, so little padding is computed
         order = sorted(range(len(pairs)), key=lambda i: -(len(pairs[i][0]) + len(pairs[i][1])))
         results: list[LoglikResult | None] = [None] * len(pairs)
@@ -121,7 +136,16 @@ class HFBackend:
         return [r for r in results if r is not None]
 
     def close(self) -> None:
+        """Free the model (and the scorer's kept prefix), on a GPU too, so another engine can take its memory."""
+        import gc
+
+        import torch
+
+        self.scorer.forget()
         self.model = None  # type: ignore[assignment]
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
 
 
 def _until_eos(ids: list[int], eos: set[int]) -> list[int]:
