@@ -92,18 +92,25 @@ def train_method(method: str, preset: DemoPreset, data: dict[str, Any], out: Pat
         "learning_rate": preset.learning_rate, "sft_weight": preset.sft_weight, "seed": preset.seed,
         "precompute_ref_log_probs": True, "save_strategy": "steps", "save_steps": max(1, preset.max_steps // 2),
         "logging_steps": 1, "report_to": "none", "disable_tqdm": False,
+        "train_set_rewards": True,  # the report's reward accuracy is over every training pair, not the last batch
     })
     key = stable_hash(recipe)
-    done = run_dir / "metrics.json"
-    if done.is_file() and (run_dir / "demo_key").is_file() and (run_dir / "demo_key").read_text() == key:
+    done, key_file = run_dir / "metrics.json", run_dir / "demo_key"
+    previous = key_file.read_text() if key_file.is_file() else None
+    if done.is_file() and previous == key:
         _log(f"{method}: finished run found in {run_dir}, reused")
         return json.loads(done.read_text())
+    # Another key (or none): the folder's checkpoints belong to other settings, so start over; the same key without
+    # metrics.json is this run cut short, which resumes from its checkpoints.
+    overwrite = previous != key
+    done.unlink(missing_ok=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(key_file, key)
     _log(f"{method}: training {preset.max_steps} steps on {preset.n_train} pairs")
     t0 = time.perf_counter()
-    metrics = train_from_config(recipe)
+    metrics = train_from_config(recipe, {"overwrite": overwrite})
     metrics["wall_seconds"] = round(time.perf_counter() - t0, 1)
     atomic_write_json(done, {k: v for k, v in metrics.items()})
-    atomic_write_text(run_dir / "demo_key", key)
     return metrics
 
 
@@ -158,13 +165,46 @@ def _loss_plot(runs: dict[str, dict], path: Path) -> Path:
     return path
 
 
-def _training_table(runs: dict[str, dict]) -> str:
-    lines = ["| method | steps | final loss | reward accuracy | flipped pairs | train seconds |", "|---|---|---|---|---|---|"]
+def run_config(run: dict[str, Any]) -> dict[str, Any]:
+    """The resolved config a run saved (``alignkit_config.yaml``): the values it really trained with."""
+    import yaml
+
+    return yaml.safe_load((Path(run["output_dir"]) / "alignkit_config.yaml").read_text(encoding="utf-8"))
+
+
+def _common(configs: dict[str, dict], key: str) -> Any:
+    values = {json.dumps(c.get(key), sort_keys=True) for c in configs.values()}
+    return next(iter(configs.values())).get(key) if len(values) == 1 else "varies"
+
+
+def _nll_weight(c: dict[str, Any]) -> float:
+    types, weights = c.get("loss_type") or [], c.get("loss_weights") or []
+    return weights[types.index("sft")] if "sft" in types and len(weights) == len(types) else 0.0
+
+
+def training_settings(configs: dict[str, dict]) -> str:
+    """The budget shared by the methods, read from their saved configs ("varies" where they differ)."""
+    nll = {json.dumps(_nll_weight(c)) for c in configs.values()}
+    return (f"{_common(configs, 'max_steps')} steps × batch {_common(configs, 'per_device_train_batch_size')}, "
+            f"lr {_common(configs, 'learning_rate')}, LoRA r {_common(configs, 'lora_r')} "
+            f"(α {_common(configs, 'lora_alpha')}), NLL weight "
+            f"{_nll_weight(next(iter(configs.values()))) if len(nll) == 1 else 'varies'} on the chosen answer.")
+
+
+def _training_table(runs: dict[str, dict], configs: dict[str, dict]) -> str:
+    lines = ["| method | loss | β | ε | λ | label flip (rows swapped) | steps | final loss | "
+             "reward accuracy (all training pairs) | train seconds |", "|---|---|---|---|---|---|---|---|---|---|"]
     for method, m in runs.items():
-        final = m.get("final", {})
-        acc = final.get("rewards/accuracies")
-        lines.append(f"| {method} | {m.get('global_step')} | {final.get('loss', float('nan')):.3f} | "
-                     f"{'n/a' if acc is None else f'{acc:.2f}'} | {m.get('flip_counts', {}).get('train', 0)} | "
+        c = configs[method]
+        pair = next((t for t in c.get("loss_type") or [] if t != "sft"), "?")
+        eps = c.get("label_smoothing") if pair in ("cdpo", "rdpo") else "–"
+        lam = c.get("fdpo_lambda") if pair == "fdpo" else "–"
+        flip = m.get("flip") or {"applied": bool(c.get("apply_flip")), "swapped": m.get("flip_counts", {})}
+        flip_text = f"yes ({flip['swapped'].get('train', 0)})" if flip["applied"] else "no"
+        rewards = m.get("train_set_rewards") or {}
+        acc = "n/a" if rewards.get("accuracy") is None else f"{rewards['accuracy']:.2f} (n = {rewards['n']})"
+        lines.append(f"| {method} | {pair} | {c.get('beta')} | {eps} | {lam} | {flip_text} | {m.get('global_step')} | "
+                     f"{m.get('final', {}).get('loss', float('nan')):.3f} | {acc} | "
                      f"{m.get('train', {}).get('train_runtime', float('nan')):.0f} |")
     return "\n".join(lines)
 
@@ -179,25 +219,28 @@ def write_demo_report(out: Path, preset_name: str, preset: DemoPreset, data: dic
     results = [TaskResult(r["task"], r["version"], r["model"], {k: _metric(v) for k, v in r["metrics"].items()},
                           extra=r.get("extra", {})) for r in doc["results"]]
     plots = sorted(p.name for p in (eval_dir / "plots").glob("*.png"))
+    configs = {method: run_config(m) for method, m in runs.items()}
+    backend = doc.get("suite", {}).get("backend", "?")
     text = "\n".join([
         f"# alignkit demo ({preset_name})",
         "",
-        f"SmolLM2-135M-Instruct (embedded), LoRA r16, CPU. Generated by `alignkit demo` in {seconds / 60:.1f} min; "
-        "every number below was measured by this run.",
+        f"SmolLM2-135M-Instruct (embedded), LoRA r {_common(configs, 'lora_r')}. Generated by `alignkit demo` in "
+        f"{seconds / 60:.1f} min; every number and setting below was read from this run's outputs.",
         "",
         "## Data",
         f"Fact world (seed {preset.seed}): {data['n_train']} training pairs, {data['misordered']} of them misordered "
         f"(ρ = {preset.rho}), {data['n_test']} held-out items whose entities never occur in training.",
         "",
         "## Training (same data and budget for every method)",
-        f"{preset.max_steps} steps × batch {preset.batch_size}, lr {preset.learning_rate}, β 0.1, NLL weight "
-        f"{preset.sft_weight} on the chosen answer for every method; cDPO ε = 0.1; F-DPO λ = 10 with the label flip.",
+        training_settings(configs) + " β, ε, λ and the label flip per method, as each run's "
+        "`alignkit_config.yaml` records them; reward accuracy is the share of all training pairs whose implicit "
+        "reward margin is positive after training.",
         "",
-        _training_table(runs),
+        _training_table(runs, configs),
         "",
         "![training loss](training_loss.png)",
         "",
-        "## Evaluation (vLLM backend; mean [95% interval])",
+        f"## Evaluation ({backend} backend; mean [95% interval])",
         markdown_table(results),
         "",
         *[f"![{p}](eval/plots/{p})" for p in plots],

@@ -9,7 +9,9 @@ The ``trainer`` key picks the trainer module from :data:`TRAINERS`; each module 
 from __future__ import annotations
 
 import importlib
+import os
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +41,32 @@ class ScriptArguments:
     )
     max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training rows."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Use only the first N evaluation rows."})
+    overwrite: bool = field(
+        default=False,
+        metadata={"help": "Start over: delete the checkpoints (and metrics.json, alignkit_config.yaml) of an earlier "
+                          "run in output_dir instead of resuming from them (`alignkit train --overwrite`)."},
+    )
+    resume: bool = field(
+        default=False,
+        metadata={"help": "Resume from the newest checkpoint in output_dir even when it was saved with another "
+                          "configuration (the differences are logged); by default that is an error "
+                          "(`alignkit train --resume`)."},
+    )
+
+    @staticmethod
+    def value_problems(v: Mapping[str, Any]) -> list[tuple[str, str]]:
+        """Out-of-range values as ``(field, problem)``; the recipe check reports them with file and line."""
+        out: list[tuple[str, str]] = []
+        if v.get("trainer", "fdpo") not in TRAINERS:
+            out.append(("trainer", f"unknown trainer {v['trainer']!r}; choose from {sorted(TRAINERS)}"))
+        if v.get("on_invalid", "error") not in ("error", "skip"):
+            out.append(("on_invalid", f"on_invalid must be 'error' or 'skip', got {v['on_invalid']!r}"))
+        for name in ("max_train_samples", "max_eval_samples"):
+            if v.get(name) is not None and v[name] < 1:
+                out.append((name, f"{name} must be >= 1, got {v[name]}"))
+        if v.get("overwrite") and v.get("resume"):
+            out.append(("resume", "overwrite (start over) and resume (continue regardless) exclude each other"))
+        return out
 
     def __post_init__(self):
         from alignkit.resources import resolve_data
@@ -56,6 +84,8 @@ class ScriptArguments:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
+        for name, problem in self.value_problems(vars(self))[:1]:
+            raise ValueError(f"field {name}: {problem}")
 
 
 def trainer_module(name: str):
@@ -117,7 +147,37 @@ def train_from_config(config: str | Path | dict[str, Any], overrides: dict[str, 
     return module.run(script_args, training_args, model_args)
 
 
+ERROR_DIR_ENV = "ALIGNKIT_ERROR_DIR"  # set by `alignkit train`: workers leave their one-line errors there
+
+
+def report_worker_error(exc: BaseException) -> None:
+    """A worker's user-facing error (bad data, config or path), as one line instead of a traceback.
+
+    Under ``alignkit train`` (``ALIGNKIT_ERROR_DIR`` set) each rank writes it to ``error-RANK.txt`` and the launcher
+    prints it once, however many ranks hit it; under a bare ``accelerate launch`` each rank prints it."""
+    message = f"{type(exc).__name__}: {exc}" if not isinstance(exc, ValueError) else str(exc)
+    rank = os.environ.get("RANK", "0")
+    folder = os.environ.get(ERROR_DIR_ENV)
+    if folder and Path(folder).is_dir():
+        (Path(folder) / f"error-{rank}.txt").write_text(message, encoding="utf-8")
+        return
+    prefix = f"[rank {rank}] " if int(os.environ.get("WORLD_SIZE", "1")) > 1 else ""
+    print(f"{prefix}error: {message}", file=sys.stderr, flush=True)
+
+
 def main(argv: list[str] | None = None) -> dict:
+    """The worker entry point: a ValueError/OSError (a bad recipe, data file or model path) ends the process with
+    one line and exit status 1 (ALIGNKIT_DEBUG=1 keeps the traceback); anything else propagates as usual."""
+    try:
+        return _main(argv)
+    except (ValueError, OSError) as exc:
+        if os.environ.get("ALIGNKIT_DEBUG"):
+            raise
+        report_worker_error(exc)
+        raise SystemExit(1) from None
+
+
+def _main(argv: list[str] | None = None) -> dict:
     from trl import TrlParser
 
     argv = list(sys.argv[1:] if argv is None else argv)

@@ -134,12 +134,91 @@ def test_flip_at_preparation_and_delta_h_metrics(tiny_model, tok, tmp_path):
     assert m["fdpo/flipped_pairs"] == [2]
 
 
-def test_already_flipped_data_is_not_flipped_again(tiny_model, tok, tmp_path):
-    rows = [dict(r, flipped=False) for r in pref_rows(flags=[(1, 0), (0, 1)])]
+def test_readme_rows_with_flipped_false_are_flipped_by_the_flags(tiny_model, tok, tmp_path):
+    # the README's data contract: every row says "flipped": false; the (1, 0) rows must still be swapped
+    rows = [dict(r, flipped=False) for r in pref_rows(flags=[(1, 0), (0, 1), (1, 0), (0, 0)])]
+    rows[1]["flipped"] = True  # a row an earlier flip already swapped: (0, 1), kept as is
     trainer = FDPOTrainer(model=tiny_model, args=_args(FDPOConfig, tmp_path, fdpo_lambda=1.0),
                           train_dataset=Dataset.from_list(rows), processing_class=tok)
-    assert trainer.flip_counts == {"train": 0}
-    assert trainer.train_dataset[0]["h_w"] == 1  # kept as given (the F-DPO "without flip" ablation)
+    assert trainer.args.apply_flip is True  # resolved from loss_type fdpo
+    assert trainer.flip_counts == {"train": 2}
+    got = [(r["h_w"], r["h_l"], r["flipped"]) for r in trainer.train_dataset]
+    assert got == [(0, 1, True), (0, 1, True), (0, 1, True), (0, 0, False)]
+    assert tok.decode(trainer.train_dataset[2]["chosen_ids"]).startswith(" It is 11, clearly")  # texts swapped too
+
+
+def test_baselines_train_on_the_data_as_labelled_unless_the_recipe_asks(tiny_model, tok, tmp_path):
+    rows = pref_rows(flags=[(1, 0), (0, 1), (1, 0), (0, 0)])
+    for loss_type, extra in (("dpo", {}), ("cdpo", {"label_smoothing": 0.1}), ("rdpo", {"label_smoothing": 0.1}),
+                             ("ipo", {})):
+        trainer = FDPOTrainer(model=tiny_model, args=_args(FDPOConfig, tmp_path, loss_type=loss_type, **extra),
+                              train_dataset=Dataset.from_list(rows), processing_class=tok)
+        assert trainer.args.apply_flip is False and trainer.flip_counts == {}, loss_type
+        assert [(r["h_w"], r["h_l"]) for r in trainer.train_dataset] == [(1, 0), (0, 1), (1, 0), (0, 0)], loss_type
+    asked = FDPOTrainer(model=tiny_model, args=_args(FDPOConfig, tmp_path, loss_type="dpo", apply_flip=True),
+                        train_dataset=Dataset.from_list(rows), processing_class=tok)
+    assert asked.flip_counts == {"train": 2} and asked.train_dataset[0]["h_w"] == 0
+    with pytest.raises(ValueError, match="apply_flip is true but the train data has no h_w/h_l"):
+        FDPOTrainer(model=tiny_model, args=_args(FDPOConfig, tmp_path, loss_type="dpo", apply_flip=True),
+                    train_dataset=Dataset.from_list(rows).remove_columns(["h_w", "h_l"]), processing_class=tok)
+
+
+def _sequence_logps(model, inputs) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed completion log-probs of the chosen and rejected halves, by a plain HF forward (independent of the
+    trainer's fused head)."""
+    with torch.no_grad():
+        logits = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).logits[:, :-1]
+    logps = torch.log_softmax(logits.float(), dim=-1).gather(-1, inputs["input_ids"][:, 1:, None])[..., 0]
+    total = (logps * inputs["completion_mask"][:, 1:]).sum(dim=1)
+    return total.chunk(2)
+
+
+def _perturb(model, scale=0.05):
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p, generator=torch.Generator().manual_seed(p.numel())) * scale)
+
+
+@pytest.mark.parametrize("loss_type, eps", [("cdpo", 0.2), ("rdpo", 0.2)])
+def test_cdpo_rdpo_at_a_nonzero_margin_match_the_formula(tiny_model, tok, tmp_path, loss_type, eps):
+    """Away from the reference point (m ≠ 0), where plain DPO gives another value: the ε term must be applied."""
+    beta = 0.5
+    trainer = FDPOTrainer(model=tiny_model, args=_args(FDPOConfig, tmp_path, loss_type=loss_type, beta=beta,
+                                                        label_smoothing=eps),
+                          train_dataset=Dataset.from_list(pref_rows()), processing_class=tok)
+    _perturb(trainer.model)
+    inputs = _batch(trainer)
+    loss, _ = _loss_and_grads(trainer, inputs)
+    pc, pr = _sequence_logps(trainer.model, inputs)
+    rc, rr = _sequence_logps(trainer.ref_model, inputs)
+    z = beta * ((pc - rc) - (pr - rr))
+    assert z.abs().min() > 1e-3  # a real margin on every pair
+    logsig = torch.nn.functional.logsigmoid
+    dpo = -logsig(z).mean().item()
+    if loss_type == "cdpo":  # Mitchell 2023: expected DPO loss under a flip rate ε
+        expected = (-(1 - eps) * logsig(z) - eps * logsig(-z)).mean().item()
+    else:  # Chowdhury et al. 2024: unbiased under a flip rate ε
+        expected = ((-(1 - eps) * logsig(z) + eps * logsig(-z)) / (1 - 2 * eps)).mean().item()
+    assert abs(expected - dpo) > 1e-3  # the test can tell the loss from plain DPO
+    assert loss.item() == pytest.approx(expected, abs=1e-4)
+
+
+def test_train_set_rewards_cover_every_pair(tiny_model, tok, tmp_path):
+    rows = pref_rows(6, flags=[(0, 1), (0, 0), (1, 1)])  # 6 pairs in batches of 4: the last batch is partial
+    trainer = FDPOTrainer(model=tiny_model, args=_args(FDPOConfig, tmp_path, fdpo_lambda=1.0,
+                                                        per_device_eval_batch_size=4),
+                          train_dataset=Dataset.from_list(rows), processing_class=tok)
+    _perturb(trainer.model)
+    stats = trainer.train_set_rewards()
+    inputs = _batch(trainer, range(6))
+    pc, pr = _sequence_logps(trainer.model, inputs)
+    rc, rr = _sequence_logps(trainer.ref_model, inputs)
+    margins = 0.1 * ((pc - rc) - (pr - rr))
+    assert stats["n"] == 6 and (stats["n_dh1"], stats["n_dh0"]) == (2, 4)
+    assert stats["accuracy"] == pytest.approx((margins > 0).float().mean().item())
+    assert stats["margin"] == pytest.approx(margins.mean().item(), abs=1e-4)
+    assert stats["accuracy_dh1"] == pytest.approx((margins[[0, 3]] > 0).float().mean().item())
+    assert not trainer._metrics["eval"]  # the pass leaves no evaluation metrics behind
 
 
 def test_fdpo_without_flags_is_an_error(tiny_model, tok, tmp_path):
@@ -196,6 +275,7 @@ def test_train_from_config_lora_writes_adapter_config_and_metrics(tiny_model, tm
     assert not (out / "model.safetensors").exists()
     on_disk = json.loads((out / "metrics.json").read_text())
     assert on_disk["global_step"] == 3 and on_disk["flip_counts"] == {"train": 2}
+    assert on_disk["flip"] == {"applied": True, "swapped": {"train": 2}}
     assert on_disk["data"]["train"]["n_used"] == 8
     assert on_disk["peak_rss_mib"] > 50 and on_disk["peak_memory_mib"] is None  # CPU run: host RSS only
     losses = [h["loss"] for h in on_disk["log_history"] if "loss" in h]
@@ -228,6 +308,16 @@ def test_bad_rows_are_skipped_and_counted_when_asked(tiny_model, tmp_path):
     ({"loss_type": "rdpo", "label_smoothing": 0.5}, "label_smoothing"),
     ({"fdpo_lambda": -1.0}, "fdpo_lambda"),
     ({"sft_weight": -0.1}, "sft_weight"),
+    # ε = 0 is plain DPO under another name: an error naming the field, not a silent DPO run
+    ({"loss_type": "cdpo"}, "field label_smoothing: cdpo needs label_smoothing"),
+    ({"loss_type": "rdpo", "label_smoothing": 0.0}, "field label_smoothing: rdpo needs label_smoothing"),
+    ({"loss_type": "dpo", "label_smoothing": 0.1}, "field label_smoothing: .*dpo ignores it"),
+    ({"use_liger_kernel": True}, "field use_liger_kernel"),
+    ({"beta": 0.0}, "field beta: β must be > 0"),
+    ({"learning_rate": -1e-4}, "field learning_rate: must be > 0"),
+    ({"max_steps": 0}, "field max_steps"),
+    ({"per_device_train_batch_size": 0}, "field per_device_train_batch_size"),
+    ({"gradient_accumulation_steps": 0}, "field gradient_accumulation_steps"),
 ])
 def test_config_validation(tmp_path, kw, match):
     with pytest.raises(ValueError, match=match):

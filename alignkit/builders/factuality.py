@@ -126,7 +126,7 @@ def _prior_agreement(rows: list[dict]) -> dict | None:
 def main(config: dict, *, progress: bool = True) -> dict:
     from alignkit.data.card import write_card
     from alignkit.data.io import read_records, write_jsonl, write_records, write_rejects
-    from alignkit.data.transforms import fdpo_flip
+    from alignkit.data.transforms import fdpo_flip_counted
 
     cfg = config_from_dict(FactualityConfig, config, "factuality config")
     judge = get_judge(cfg.judge, **cfg.judge_kwargs)
@@ -136,8 +136,9 @@ def main(config: dict, *, progress: bool = True) -> dict:
     dropped = {"over limit": len(res.records) - len(records)} if len(records) < len(res.records) else {}
     rows, judge_rejects, review, jstats = label_pairs(records, judge, cfg, source_file=cfg.input, lines=lines,
                                                       progress=progress)
+    swapped = None
     if cfg.flip:
-        rows = fdpo_flip(rows)
+        rows, swapped = fdpo_flip_counted(rows)
     rejects = res.rejects + judge_rejects
     write_records(cfg.output, rows)
     write_rejects(cfg.output, rejects)
@@ -149,6 +150,8 @@ def main(config: dict, *, progress: bool = True) -> dict:
     cd = config_dict(cfg)
     extra: dict[str, Any] = {"rows_read": res.n_rows, "judge": jstats["card"],
                              "prior_label_agreement": _prior_agreement(rows)}
+    if swapped is not None:
+        extra["flip"] = {"swapped": swapped}
     write_card(cfg.output, rows, builder="factuality", config=cd, rejects=rejects, extra=extra, dropped=dropped)
     return {"output": cfg.output, "written": len(rows), "rejected": len(rejects), "review": len(review),
             "cached": jstats["run"]["cached"], "judged": jstats["run"]["judged"],

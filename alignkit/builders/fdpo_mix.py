@@ -100,7 +100,7 @@ def main(config: dict, *, progress: bool = True) -> dict:
     from alignkit.data.card import write_card
     from alignkit.data.io import read_records, write_records, write_rejects
     from alignkit.data.schema import DataError
-    from alignkit.data.transforms import fdpo_flip
+    from alignkit.data.transforms import fdpo_flip_counted
 
     cfg = config_from_dict(FDPOMixConfig, config, "fdpo-mix config")
     records, rejects, first_seen = [], [], {}
@@ -116,7 +116,8 @@ def main(config: dict, *, progress: bool = True) -> dict:
             records.append(r)
     rows, report = mix(records, cfg.targets, seed=cfg.seed, replacement=cfg.replacement, scale=cfg.scale)
     if cfg.flip:
-        rows = fdpo_flip(rows)
+        rows, swapped = fdpo_flip_counted(rows)
+        report["flip_swapped"] = swapped
     write_records(cfg.output, rows)
     write_rejects(cfg.output, rejects)
     write_card(cfg.output, rows, builder="fdpo-mix", config=config_dict(cfg), rejects=rejects, extra={"mix": report})

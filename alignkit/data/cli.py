@@ -9,7 +9,7 @@ import sys
 from alignkit.data.card import write_card
 from alignkit.data.io import read_records, write_records, write_rejects
 from alignkit.data.schema import DataError
-from alignkit.data.transforms import bucket_stats, fdpo_flip, inject_noise
+from alignkit.data.transforms import bucket_stats, fdpo_flip_counted, inject_noise
 
 
 def _add_io(p: argparse.ArgumentParser, output: bool = True) -> None:
@@ -73,18 +73,19 @@ def _validate(args: argparse.Namespace) -> int:
     return 1 if res.rejects else 0
 
 
-def _finish(args, records, res, builder: str, config: dict) -> int:
+def _finish(args, records, res, builder: str, config: dict, extra: dict | None = None) -> int:
     write_records(args.output, records)
     write_rejects(args.output, res.rejects)
-    write_card(args.output, records, builder=builder, config=config, rejects=res.rejects)
-    print(json.dumps({"written": len(records), "rejected": res.n_rejected, "output": args.output}))
+    write_card(args.output, records, builder=builder, config=config, rejects=res.rejects, extra=extra)
+    print(json.dumps({"written": len(records), "rejected": res.n_rejected, "output": args.output, **(extra or {})}))
     return 0
 
 
 @_guard
 def _flip(args: argparse.Namespace) -> int:
     res = _read(args)
-    return _finish(args, fdpo_flip(res.records), res, "data.flip", {"input": args.input})
+    rows, swapped = fdpo_flip_counted(res.records)  # swaps exactly the (h_w=1, h_l=0) rows, whatever `flipped` says
+    return _finish(args, rows, res, "data.flip", {"input": args.input}, extra={"flip": {"swapped": swapped}})
 
 
 @_guard

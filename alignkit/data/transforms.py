@@ -22,24 +22,32 @@ def swap_pair(record: dict) -> dict:
     return out
 
 
-def fdpo_flip(records: list[dict]) -> list[dict]:
-    """F-DPO phase 1 (methods.md §1; Chaduvula et al., arXiv 2601.03027): where the preferred response is the
-    hallucinated one (h_w=1, h_l=0), swap the pair; (0,0) and (1,1) pairs are kept. Sets ``flipped`` on every row.
+def fdpo_flip_counted(records: list[dict]) -> tuple[list[dict], int]:
+    """F-DPO phase 1 (methods.md §1; Chaduvula et al., arXiv 2601.03027): swap exactly the pairs whose preferred
+    response is the hallucinated one (h_w=1, h_l=0) and mark them ``flipped: true``; every other row is kept as is
+    (``flipped`` set, false unless it already said true). Returns the rows and how many were swapped.
 
-    Idempotent: after one pass no (1,0) pair remains, so a second pass changes nothing except keeping
-    ``flipped`` true on the rows flipped the first time.
+    The rule reads the flags only, never whether a ``flipped`` column exists: a row that says ``"flipped": false``
+    but is still (1, 0) is swapped. Idempotent by construction: a swapped row is (0, 1), so a second pass swaps
+    nothing. Rows without flags are kept unchanged. This is the one flip used by ``alignkit data flip``, the
+    builders and the trainer.
     """
-    out = []
+    out, swapped = [], 0
     for r in records:
-        if bucket(r) == (1, 0):
+        if r.get("h_w") is not None and r.get("h_l") is not None and bucket(r) == (1, 0):
             s = swap_pair(r)
             s["flipped"] = True
-            out.append(s)
+            swapped += 1
         else:
             s = dict(r)
             s["flipped"] = bool(r.get("flipped", False))
-            out.append(s)
-    return out
+        out.append(s)
+    return out, swapped
+
+
+def fdpo_flip(records: list[dict]) -> list[dict]:
+    """:func:`fdpo_flip_counted` without the count."""
+    return fdpo_flip_counted(records)[0]
 
 
 def inject_noise(records: list[dict], eps: float, seed: int) -> tuple[list[dict], list[int]]:

@@ -1,15 +1,22 @@
-"""``alignkit train RECIPE.yaml [--accelerate-config FILE] [--num-processes N] [--set KEY=VALUE ...]``.
+"""``alignkit train RECIPE.yaml [--accelerate-config FILE] [--num-processes N] [--set KEY=VALUE ...] [--overwrite |
+--resume]``.
 
-Builds and runs ``accelerate launch [--config_file FILE] -m alignkit.train --config RECIPE.yaml``, so the two forms
-run the same code. Without a visible CUDA device it adds ``--mixed_precision no`` and passes ``--use_cpu true`` to the
-workers, so N processes form a gloo group (DeepSpeed then uses its CPU accelerator). ``--set max_steps=5`` overrides a recipe field (passed on as ``--max_steps 5``).
+Checks the recipe (unknown keys, types, value ranges, paths, a data file with at least one valid row) and stops with
+``file:line: field ...`` before anything is launched. Then runs ``accelerate launch [--config_file FILE] -m
+alignkit.train --config RECIPE.yaml`` (accelerate's launcher, in this process), so the two forms run the same code.
+Without a visible CUDA device it adds ``--mixed_precision no`` and passes ``--use_cpu true`` to the workers, so N
+processes form a gloo group (DeepSpeed then uses its CPU accelerator). ``--set max_steps=5`` overrides a recipe field
+(passed on as ``--max_steps 5``). A worker that fails on a bad recipe, path or data leaves its one-line error for this
+launcher, which prints it once (not once per rank, and without the launcher's own traceback) and exits 1.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import yaml
@@ -50,6 +57,46 @@ def _cli_value(text: str):
     return value
 
 
+def run_launch(cmd: list[str]) -> int:
+    """Run ``cmd`` (from :func:`launch_command`) with accelerate's launcher in this process; 0 on success.
+
+    A failed worker is reported once: the distinct one-line errors the workers left in ``ALIGNKIT_ERROR_DIR``
+    (:func:`alignkit.train.report_worker_error`), or, for an unexpected crash whose traceback the worker printed
+    itself, one line pointing at it. The launcher's own ``CalledProcessError``/``ChildFailedError`` traceback, which
+    only repeats that a worker failed, is not printed."""
+    from accelerate.commands.launch import launch_command as accelerate_launch
+    from accelerate.commands.launch import launch_command_parser
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+
+    from alignkit.train import ERROR_DIR_ENV
+
+    args = launch_command_parser().parse_args(cmd[3:])  # cmd = [python, -m, accelerate.commands.launch, ...]
+    previous = os.environ.get(ERROR_DIR_ENV)
+    with tempfile.TemporaryDirectory(prefix="alignkit-train-") as errors:
+        os.environ[ERROR_DIR_ENV] = errors
+        try:
+            accelerate_launch(args)
+            return 0
+        except subprocess.CalledProcessError as exc:
+            status = exc.returncode
+        except ChildFailedError as exc:
+            status = exc.get_first_failure()[1].exitcode
+        finally:
+            if previous is None:
+                os.environ.pop(ERROR_DIR_ENV, None)
+            else:
+                os.environ[ERROR_DIR_ENV] = previous
+        by_message: dict[str, list[str]] = {}
+        for f in sorted(Path(errors).glob("error-*.txt"), key=lambda f: int(f.stem.split("-")[1])):
+            by_message.setdefault(f.read_text(encoding="utf-8").strip(), []).append(f.stem.split("-")[1])
+    if not by_message:
+        print(f"error: training failed (worker exit status {status}); its traceback is above", file=sys.stderr)
+    for message, ranks in by_message.items():
+        where = f" (rank {', '.join(ranks)})" if len(by_message) > 1 else ""
+        print(f"error{where}: {message}", file=sys.stderr)
+    return 1
+
+
 def _train(args: argparse.Namespace) -> int:
     from alignkit.resources import recipe_path
 
@@ -69,16 +116,27 @@ def _train(args: argparse.Namespace) -> int:
             return 2
         extra += [f"--{key}", value]
         overrides[key] = _cli_value(value)
+    if args.overwrite and args.resume:
+        print("error: --overwrite (start over) and --resume (continue regardless) exclude each other", file=sys.stderr)
+        return 2
+    for flag in ("overwrite", "resume"):
+        if getattr(args, flag):
+            extra += [f"--{flag}", "true"]
+            overrides[flag] = True
     from alignkit.train import load_recipe
+    from alignkit.trainers.recipe import check_data, key_lines
 
     try:  # fail here, with file:line:field, rather than inside N accelerate workers
-        load_recipe(args.recipe, check=True, overrides=overrides)
-    except (ValueError, yaml.YAMLError) as exc:
+        recipe = load_recipe(args.recipe, check=True, overrides=overrides)
+        lines = {k: v for k, v in key_lines(Path(args.recipe).read_text(encoding="utf-8")).items()
+                 if k not in overrides}
+        check_data(recipe, source=args.recipe, lines=lines)
+    except (ValueError, OSError, yaml.YAMLError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     cmd = launch_command(args.recipe, args.accelerate_config, args.num_processes, extra)
     print("+ " + " ".join(cmd), flush=True)
-    return subprocess.call(cmd)
+    return run_launch(cmd)
 
 
 def register(sub: argparse._SubParsersAction, name: str, help_text: str) -> None:
@@ -87,4 +145,8 @@ def register(sub: argparse._SubParsersAction, name: str, help_text: str) -> None
     p.add_argument("--accelerate-config", default=None, help="accelerate config (accelerate_configs/*.yaml)")
     p.add_argument("--num-processes", type=int, default=None, help="override the config's process count")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a recipe field (repeatable)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start over: delete the checkpoints of an earlier run in output_dir instead of resuming")
+    p.add_argument("--resume", action="store_true",
+                   help="resume from output_dir's newest checkpoint even if it was saved with another configuration")
     p.set_defaults(func=_train)

@@ -17,7 +17,7 @@ from datasets import Dataset
 from trl import DPOTrainer
 from trl.trainer.dpo_trainer import DataCollatorForPreference
 
-from alignkit.data import fdpo_flip
+from alignkit.data.transforms import fdpo_flip
 from alignkit.losses import cdpo_loss, dpo_loss, fdpo_loss, ipo_loss, rdpo_loss
 from alignkit.trainers.collator import FLAG_COLUMNS, FDPODataCollator
 from alignkit.trainers.config import FDPOConfig
@@ -26,12 +26,11 @@ CONFIG_CLASS = FDPOConfig
 _NON_MODEL_KEYS = {"completion_mask", "ref_chosen_logps", "ref_rejected_logps", *FLAG_COLUMNS}
 
 
-def needs_flip(dataset) -> bool:
-    """True when the data has flags and is not flipped yet (some row lacks ``flipped``)."""
-    cols = set(dataset.column_names)
-    if not {"h_w", "h_l"} <= cols:
-        return False
-    return "flipped" not in cols or any(v is None for v in dataset["flipped"])
+def misordered_rows(dataset) -> int:
+    """How many rows of a map-style dataset the F-DPO flip swaps: those with h_w=1, h_l=0, read from the flags
+    alone (a ``flipped`` column, true or false, changes nothing)."""
+    return sum(1 for hw, hl in zip(dataset["h_w"], dataset["h_l"]) if hw is not None and hl is not None
+               and (int(hw), int(hl)) == (1, 0))
 
 
 class FDPOTrainer(DPOTrainer):
@@ -39,7 +38,10 @@ class FDPOTrainer(DPOTrainer):
 
     Besides TRL's metrics it logs reward margins and accuracies separately for Δh = 1 and Δh = 0 pairs
     (``rewards/margins_dh1``, ``rewards/accuracies_dh0``, …), the share of Δh = 1 pairs, and the number of flipped
-    pairs seen (``fdpo/flipped_pairs``). ``self.flip_counts`` holds how many pairs the flip swapped per split.
+    pairs seen (``fdpo/flipped_pairs``). The label flip runs when ``args.apply_flip`` is true (by default for
+    ``loss_type: fdpo`` only) and swaps exactly the rows with h_w=1, h_l=0; ``self.flip_counts`` holds how many it
+    swapped per split (empty when the flip did not run). :meth:`train_set_rewards` measures the reward accuracy
+    over a whole dataset.
     """
 
     _tag_names = ["trl", "dpo", "alignkit", "fdpo"]
@@ -47,6 +49,7 @@ class FDPOTrainer(DPOTrainer):
 
     def __init__(self, *args: Any, **kwargs: Any):
         self.flip_counts: dict[str, int] = {}
+        self._tally: list[tuple[torch.Tensor, torch.Tensor | None]] | None = None
         super().__init__(*args, **kwargs)
         if type(self.data_collator) is DataCollatorForPreference:
             # TRL built its default collator; carry the flags by swapping in the subclass with the same settings.
@@ -60,11 +63,12 @@ class FDPOTrainer(DPOTrainer):
     def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
         # Map-style datasets only: an IterableDataset has no column list to inspect, and is passed through as is.
         columns = getattr(dataset, "column_names", None) if isinstance(dataset, Dataset) else None
-        if columns and getattr(args, "apply_flip", False) and needs_flip(dataset):
+        if columns and getattr(args, "apply_flip", False) and "chosen_ids" not in columns:  # not yet tokenised (evaluate() re-enters)
+            if not {"h_w", "h_l"} <= set(columns):
+                raise ValueError(f"apply_flip is true but the {dataset_name} data has no h_w/h_l flags to flip by")
+            self.flip_counts[dataset_name] = misordered_rows(dataset)
+            # the same function as `alignkit data flip` and the builders, one row at a time
             dataset = dataset.map(lambda row: fdpo_flip([row])[0], desc=f"F-DPO label flip ({dataset_name})")
-            self.flip_counts[dataset_name] = int(sum(dataset["flipped"]))
-        elif columns and "flipped" in columns:
-            self.flip_counts[dataset_name] = int(sum(bool(v) for v in dataset["flipped"]))
         return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
 
     def _set_signature_columns_if_needed(self):
@@ -177,6 +181,12 @@ class FDPOTrainer(DPOTrainer):
                 if sel.any():  # averaged over the batches that contain such pairs
                     m[f"rewards/margins_{tag}"].append(margins[sel].mean().item())
                     m[f"rewards/accuracies_{tag}"].append(correct_pairs[sel].mean().item())
+        if self._tally is not None:
+            # exact per-pair margins for train_set_rewards (gather_for_metrics drops the padding of the last batch)
+            local = self.beta * ((chosen_logps - ref_chosen) - (rejected_logps - ref_rejected)).detach()
+            dh = flags["h_l"] - flags["h_w"] if "h_w" in flags and "h_l" in flags else None
+            self._tally.append((acc.gather_for_metrics(local).float().cpu(),
+                                None if dh is None else acc.gather_for_metrics(dh).cpu()))
         if "flipped" in flags:
             flipped = int(acc.gather(flags["flipped"]).sum().item())
             if mode == "train":
@@ -184,6 +194,34 @@ class FDPOTrainer(DPOTrainer):
                 m["fdpo/flipped_pairs"] = [self._flipped_seen]
             else:
                 m["fdpo/flipped_pairs"].append(flipped)
+
+
+    # -- whole-dataset rewards -------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def train_set_rewards(self, dataset=None) -> dict[str, Any]:
+        """Reward accuracy (share of pairs with a positive implicit-reward margin) and mean margin over every pair of
+        ``dataset`` (default: the prepared training set), overall and split by Δh — not a per-batch average.
+
+        One no-grad pass through the Trainer's evaluation loop (so DDP/DeepSpeed wrapping is the Trainer's), with
+        the loss path's own log-probs; the reference comes from precomputed columns or the reference model."""
+        dataset = self.train_dataset if dataset is None else dataset
+        self._tally = []
+        try:
+            self.evaluation_loop(self.get_eval_dataloader(dataset), description="Train-set rewards",
+                                 prediction_loss_only=True, metric_key_prefix="train_set")
+            tally = self._tally
+        finally:
+            self._tally = None
+            self._metrics["eval"].clear()  # the pass is not an evaluation: keep its batch metrics out of the logs
+        margins = torch.cat([m for m, _ in tally])
+        out: dict[str, Any] = {"n": int(margins.numel()), "accuracy": (margins > 0).float().mean().item(),
+                               "margin": margins.mean().item()}
+        if tally and all(dh is not None for _, dh in tally):
+            delta_h = torch.cat([dh for _, dh in tally])
+            for tag, sel in (("dh1", delta_h == 1), ("dh0", delta_h == 0)):
+                out[f"n_{tag}"] = int(sel.sum().item())
+                out[f"accuracy_{tag}"] = (margins[sel] > 0).float().mean().item() if sel.any() else None
+        return out
 
 
 def run(script_args, training_args: FDPOConfig, model_args, callbacks: list | None = None) -> dict:

@@ -1,23 +1,33 @@
 """Shared run logic for preference trainers: read the recipe's data, build the trainer, train (resuming), save.
 
 Output folder: the model or LoRA adapter (+ tokenizer), ``alignkit_config.yaml`` (the resolved recipe) and
-``metrics.json`` (final train/eval metrics, per-step log history, flip counts, data counts).
+``metrics.json`` (final train/eval metrics, per-step log history, whether the flip ran and how many rows it swapped,
+data counts).
+
+Resume: every checkpoint stores a fingerprint of the resolved config (minus :data:`RESUME_SAFE_FIELDS`, plus a hash
+of the training rows) in its ``trainer_state.json``. A rerun resumes from the newest complete checkpoint only when
+its fingerprint matches; otherwise it stops, listing the changed fields, before any model is loaded. ``overwrite``
+(``alignkit train --overwrite``) deletes the checkpoints and starts over; ``resume`` (``--resume``) continues from
+the checkpoint regardless.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
 import yaml
+from transformers import TrainerCallback
+from transformers.trainer_callback import ExportableState
 
 from alignkit.data import read_records, write_rejects
 from alignkit.data.io import partial_column_rows
 from alignkit.trainers.config import FLAG_LOSSES
 from alignkit.trainers.distributed import init_deepspeed_comm
-from alignkit.utils import atomic_write_json, atomic_write_text
+from alignkit.utils import atomic_write_json, atomic_write_text, stable_hash
 
 logger = logging.getLogger(__name__)
 KEEP_COLUMNS = ("prompt", "chosen", "rejected", "h_w", "h_l", "flipped")
@@ -88,6 +98,101 @@ def resolve_checkpoint(resume: str | None, output_dir: str) -> str | None:
     return last
 
 
+# Fields that may differ between a run and its resume without changing what is trained: where and how the run
+# reports, the checkpoint and evaluation cadence (evaluation never updates the weights), the resume controls
+# themselves, and process-local loader settings. Every other resolved field, and the training rows, must match.
+RESUME_SAFE_FIELDS = frozenset({
+    "output_dir", "run_name", "project", "report_to", "disable_tqdm", "trackio_space_id",
+    "per_device_eval_batch_size", "eval_dataset_path", "eval_split", "max_eval_samples", "train_set_rewards",
+    "resume_from_checkpoint", "overwrite", "resume", "restore_callback_states_from_checkpoint",
+    "local_rank", "dataloader_num_workers", "dataloader_pin_memory", "dataloader_persistent_workers",
+    "dataloader_prefetch_factor",
+})
+RESUME_SAFE_PREFIXES = ("logging_", "log_", "save_", "eval_", "hub_", "push_to_hub")
+FINGERPRINT_STATE = "AlignkitConfigFingerprint"  # key under trainer_state.json's stateful_callbacks
+
+
+def fingerprint_config(config: dict[str, Any], data_fingerprint: str | None = None) -> dict[str, Any]:
+    """The part of a resolved config (:func:`resolved_config`) that a resumed run must share with its checkpoint."""
+    out = {k: v for k, v in config.items()
+           if k not in RESUME_SAFE_FIELDS and not k.startswith(RESUME_SAFE_PREFIXES)}
+    if data_fingerprint is not None:
+        out["training_rows"] = data_fingerprint  # the same recipe over a rebuilt data file is another run
+    return out
+
+
+def rows_fingerprint(dataset) -> str | None:
+    """A content hash of the training rows as they reach the trainer (None for a streamed dataset)."""
+    from datasets import Dataset
+
+    return stable_hash(dataset.to_dict()) if isinstance(dataset, Dataset) else None
+
+
+class AlignkitConfigFingerprint(TrainerCallback, ExportableState):
+    """Stores the run's config fingerprint in every checkpoint's ``trainer_state.json`` (``stateful_callbacks``).
+
+    Written by the Trainer together with the rest of the state file, which it writes last: a checkpoint that
+    :func:`complete_checkpoints` accepts always carries its fingerprint."""
+
+    def __init__(self, fingerprint: str, config: dict[str, Any]):
+        self.fingerprint, self.config = fingerprint, config
+
+    def state(self) -> dict:
+        return {"args": {"fingerprint": self.fingerprint, "config": self.config}, "attributes": {}}
+
+
+def fingerprint_callback(config: dict[str, Any]) -> AlignkitConfigFingerprint:
+    plain = _plain(config)
+    return AlignkitConfigFingerprint(stable_hash(plain), plain)
+
+
+def checkpoint_fingerprint(checkpoint: str | Path) -> dict[str, Any] | None:
+    """The ``{"fingerprint", "config"}`` a checkpoint was saved with, or None (saved by something else)."""
+    state = json.loads((Path(checkpoint) / "trainer_state.json").read_text(encoding="utf-8"))
+    stored = (state.get("stateful_callbacks") or {}).get(FINGERPRINT_STATE)
+    if isinstance(stored, list):  # several instances: the Trainer keeps a list; the last is the current one
+        stored = stored[-1]
+    return stored.get("args") if isinstance(stored, dict) else None
+
+
+def config_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """``field: OLD -> NEW`` for every field whose value differs (absent shown as <unset>)."""
+    unset = "<unset>"
+    return [f"{k}: {old.get(k, unset)!r} -> {new.get(k, unset)!r}"
+            for k in sorted(set(old) | set(new)) if old.get(k, unset) != new.get(k, unset)]
+
+
+def check_resume(checkpoint: str | Path, config: dict[str, Any], *, force: bool = False) -> list[str]:
+    """Raise ``ValueError`` unless ``checkpoint`` was saved with the fingerprint ``config`` (``force``: return the
+    differences instead, so the caller can log them)."""
+    stored = checkpoint_fingerprint(checkpoint)
+    config = _plain(config)
+    name = Path(checkpoint).name
+    how = ("Rerun with --overwrite (recipe: overwrite: true) to delete the checkpoints and start over, or with "
+           f"--resume (resume: true) to continue from {name} regardless.")
+    if stored is None:
+        changes = [f"{name} carries no alignkit config fingerprint (saved by another tool or an older alignkit)"]
+    elif stored.get("fingerprint") == stable_hash(config):
+        return []
+    else:
+        changes = config_changes(stored.get("config") or {}, config)
+    if force:
+        return changes
+    listed = "\n".join(f"  {c}" for c in changes)
+    raise ValueError(f"{Path(checkpoint).parent} holds {name} of a run with another configuration:\n{listed}\n{how}")
+
+
+def start_over(output_dir: str | Path) -> list[Path]:
+    """Delete the checkpoints and the run files of an earlier run in ``output_dir`` (``overwrite``)."""
+    out = Path(output_dir)
+    gone = [d for d in out.glob("checkpoint-*") if d.is_dir()] if out.is_dir() else []
+    for d in gone:
+        shutil.rmtree(d)
+    for name in ("metrics.json", "alignkit_config.yaml"):
+        (out / name).unlink(missing_ok=True)
+    return gone
+
+
 def peak_memory() -> dict[str, float | None]:
     """This process's peak host RSS and (on CUDA) peak allocated device memory, in MiB."""
     import resource
@@ -129,12 +234,30 @@ def run_preference(trainer_cls, script_args, training_args, model_args, callback
         script_args.dataset_path, script_args.dataset_split, require_flags=require_flags,
         on_invalid=script_args.on_invalid, max_samples=script_args.max_train_samples,
         rejects_to=out_dir / "train.jsonl" if main else None)
-    eval_ds, eval_info = None, None
+    eval_ds, eval_info = hub.eval if hub else (None, None)
     if script_args.eval_dataset_path:
         eval_ds, eval_info = load_split(
             script_args.eval_dataset_path, script_args.eval_split, require_flags=require_flags,
             on_invalid=script_args.on_invalid, max_samples=script_args.max_eval_samples,
             rejects_to=out_dir / "eval.jsonl" if main else None)
+
+    # Decide about resuming before any model is loaded, so a mismatch stops in seconds.
+    fp_config = fingerprint_config(resolved_config(script_args, training_args, model_args), rows_fingerprint(train_ds))
+    checkpoint = None
+    if getattr(script_args, "overwrite", False):
+        if main:
+            gone = start_over(out_dir)
+            if gone:
+                logger.warning("overwrite: deleted %d checkpoint(s) in %s; starting over", len(gone), out_dir)
+    else:
+        checkpoint = resolve_checkpoint(training_args.resume_from_checkpoint, str(out_dir))
+    if checkpoint:
+        changes = check_resume(checkpoint, fp_config, force=getattr(script_args, "resume", False))
+        if changes:
+            logger.warning("resume: continuing from %s although its configuration differs:\n%s", checkpoint,
+                           "\n".join(f"  {c}" for c in changes))
+        logger.warning("resuming from %s", Path(checkpoint).name)
+    callbacks = [*(callbacks or []), fingerprint_callback(fp_config)]
 
     if training_args.model_init_kwargs is None:
         training_args.model_init_kwargs = {
@@ -146,9 +269,6 @@ def run_preference(trainer_cls, script_args, training_args, model_args, callback
         processing_class=tokenizer, peft_config=get_peft_config(model_args),
         quantization_config=get_quantization_config(model_args), callbacks=callbacks)
 
-    checkpoint = resolve_checkpoint(training_args.resume_from_checkpoint, str(out_dir))
-    if checkpoint:
-        logger.info("resuming from %s", checkpoint)
     result = trainer.train(resume_from_checkpoint=checkpoint)
     trainer.save_model(str(out_dir))  # adapter under PEFT; gathered full weights under ZeRO-3
 
@@ -157,6 +277,9 @@ def run_preference(trainer_cls, script_args, training_args, model_args, callback
         "final": next((h for h in reversed(trainer.state.log_history) if "loss" in h), {}),
         "log_history": trainer.state.log_history,
         "flip_counts": getattr(trainer, "flip_counts", {}),
+        # whether the F-DPO label flip ran on the data and how many rows it swapped per split
+        "flip": {"applied": bool(getattr(training_args, "apply_flip", False)),
+                 "swapped": getattr(trainer, "flip_counts", {})},
         "data": {"train": train_info, "eval": eval_info},
         "resumed_from": checkpoint,
         "global_step": trainer.state.global_step,
@@ -165,6 +288,8 @@ def run_preference(trainer_cls, script_args, training_args, model_args, callback
     }
     if eval_ds is not None:
         metrics["eval"] = trainer.evaluate()
+    if getattr(training_args, "train_set_rewards", False):
+        metrics["train_set_rewards"] = trainer.train_set_rewards()
     metrics = _plain(metrics)
     if trainer.accelerator.is_main_process:
         config = resolved_config(script_args, training_args, model_args)
