@@ -309,3 +309,119 @@ def test_config_rejects_bad_guard_values(tmp_path):
     with pytest.raises(ValueError, match="eval_strategy"):
         _args(tmp_path, early_stopping_patience=3)
     assert _args(tmp_path, early_stopping_patience=3, eval_strategy="steps", eval_steps=5).early_stopping_min_steps == 20
+
+
+# -- collapse guard, class shares, dev-loss early stopping, resume, honoured recipe keys (tiny model) -------------
+
+def test_class_shares_are_logged_per_logging_step(tiny, tmp_path):
+    model, tok = tiny
+    tr = _trainer(model, tok, tmp_path, [always_skipped(0)])
+    model.train()
+    tr.compute_loss(model, tr._prepare_inputs(tr.data_collator([always_skipped(0), always_agreeing(1)])))
+    preds = [p for ct in tr.last_controls for p in ct.predictions]
+    labels = [ct.label for ct in tr.last_controls if not ct.skip]
+    assert labels == [tr.last_controls[1].label]  # the skipped example has no pseudo-label
+    tr.log({"loss": 0.0})
+    logged = tr.state.log_history[-1]
+    for j in (0, 1):
+        assert logged[f"f2c/pred_share_c{j}"] == pytest.approx(preds.count(j) / len(preds))
+        assert logged[f"f2c/label_share_c{j}"] == pytest.approx(labels.count(j) / len(labels))
+    tr.log({"loss": 0.0})  # counts restart at every logging step: nothing new to report
+    assert "f2c/pred_share_c0" not in tr.state.log_history[-1]
+
+
+def test_collapse_guard_warns_and_stops_when_asked(tiny_model, tmp_path, caplog):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    rows = [always_agreeing(i) for i in range(8)]
+    # With C = 2 some class always holds >= 50%: threshold 0.5 makes the guard fire once its window (4) is full,
+    # i.e. after the first step of 2 examples × 2 formats.
+    kw = dict(max_steps=3, collapse_threshold=0.5, collapse_window=4, learning_rate=1e-4)
+    with caplog.at_level("WARNING", logger="alignkit.trainers.f2c"):
+        tr = _trainer(AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32), tok, tmp_path, rows,
+                      **kw)
+        tr.train()
+    assert tr.state.global_step == 3 and len(tr.collapse_events) == 3  # warns at every logging step, keeps going
+    assert all(e["share"] >= 0.5 and e["window"] == 4 for e in tr.collapse_events)
+    assert "collapse guard" in caplog.text
+    logs = [h for h in tr.state.log_history if "loss" in h]
+    assert all(h["f2c/collapse"] == 1.0 for h in logs)
+    assert all(h["f2c/pred_share_c0"] + h["f2c/pred_share_c1"] == pytest.approx(1.0) for h in logs)
+    tr = _trainer(AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32), tok, tmp_path / "stop",
+                  rows, stop_on_collapse=True, **kw)
+    tr.train()
+    assert tr.state.global_step == 1 and len(tr.collapse_events) == 1
+    tr = _trainer(AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32), tok, tmp_path / "big",
+                  rows, **{**kw, "collapse_window": 100})
+    tr.train()
+    assert tr.collapse_events == []  # 12 predictions never fill a window of 100
+
+
+def _write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return str(path)
+
+
+def _recipe(tiny_model, tmp_path, **kw):
+    data = _write_jsonl(tmp_path / "train.jsonl", [always_agreeing(i, k=3) for i in range(6)])
+    return {"trainer": "f2c", "model_name_or_path": tiny_model, "dataset_path": data,
+            "output_dir": str(tmp_path / "out"), "per_device_train_batch_size": 1, "learning_rate": 1e-3,
+            "max_length": 128, "logging_steps": 1, "report_to": "none", "use_cpu": True, "seed": 0,
+            "dataloader_pin_memory": False, "lr_scheduler_type": "constant", **kw}
+
+
+def test_f2c_resumes_from_the_newest_complete_checkpoint(tiny_model, tmp_path):
+    from transformers import TrainerCallback
+
+    from alignkit.train import train_from_config
+
+    class Steps(TrainerCallback):
+        n = 0
+
+        def on_step_end(self, *a, **k):
+            Steps.n += 1
+
+    recipe = _recipe(tiny_model, tmp_path, max_steps=2, save_strategy="steps", save_steps=2)
+    first = train_from_config(recipe)
+    assert first["resumed_from"] is None and first["global_step"] == 2
+    again = train_from_config({**recipe, "max_steps": 4}, callbacks=[Steps()])
+    assert Path(again["resumed_from"]).name == "checkpoint-2"
+    assert again["global_step"] == 4 and Steps.n == 2  # two new steps, not four from scratch
+    saved = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert Path(saved["resumed_from"]).name == "checkpoint-2"
+
+
+def test_dev_loss_early_stopping_with_eval_dataset_path_and_honoured_model_keys(tiny_model, tmp_path, monkeypatch):
+    from transformers import AutoModelForCausalLM
+
+    from alignkit.train import train_from_config
+
+    seen: dict = {}
+    original = AutoModelForCausalLM.from_pretrained
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", spy)
+    dev = _write_jsonl(tmp_path / "dev.jsonl", [always_agreeing(100 + i, k=3) for i in range(3)])
+    # lr 1e-30 leaves every weight as it is, so the dev loss never improves after the first evaluation: with
+    # patience 1 the run stops at the first evaluation at or after min_steps (step 2), not at max_steps (6).
+    recipe = _recipe(tiny_model, tmp_path, max_steps=6, learning_rate=1e-30, eval_dataset_path=dev,
+                     eval_strategy="steps", eval_steps=1, early_stopping_patience=1, early_stopping_min_steps=2,
+                     attn_implementation="eager", class_balance="quota", class_balance_examples=4)
+    m = train_from_config(recipe)
+    assert seen["attn_implementation"] == "eager"
+    assert m["n_dev_examples"] == 3 and m["global_step"] == 2
+    assert m["early_stopping"]["stopped_at"] == 2 and m["early_stopping"]["best_step"] == 1
+    saved = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    evals = [h for h in saved["log_history"] if "eval_loss" in h]
+    assert len(evals) == 2 and evals[0]["eval_loss"] == evals[1]["eval_loss"] > 0
+    assert sum(m["base_class_shares"]) == pytest.approx(1.0) and sum(m["quota_counts"]) <= 2
+    with pytest.raises(ValueError, match="dev set"):
+        train_from_config({**recipe, "eval_dataset_path": None, "output_dir": str(tmp_path / "o2")})
+    with pytest.raises(ValueError, match="use_peft"):
+        train_from_config(_recipe(tiny_model, tmp_path, max_steps=1, load_in_4bit=True))
+    with pytest.raises(ValueError, match="on_invalid"):
+        train_from_config(_recipe(tiny_model, tmp_path, max_steps=1, on_invalid="skip"))
