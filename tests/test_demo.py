@@ -1,5 +1,5 @@
 """`make demo QUICK=1` end to end from a fresh clone, as a new user runs it: `git clone` of the committed repository into
-an empty folder (nothing beside it: no ../shared), then data → DPO / cDPO / F-DPO (LoRA, SmolLM2-135M) → vLLM eval of
+an empty folder (nothing beside it), then data → DPO / cDPO / F-DPO (LoRA, SmolLM2-135M) → vLLM eval of
 base and the three adapters → report with tables and plots; then a rerun that reuses the finished work.
 
 The clone reuses this checkout's .venv through a symlink instead of installing one (minutes of downloads); its
@@ -42,7 +42,7 @@ def _clone(tmp_path: Path) -> tuple[Path, dict[str, str]]:
         f"{venv} was set up from another pyproject.toml / setup_venv.sh than the committed HEAD: commit them and run "
         "`make venv` first")
     (clone / ".venv").symlink_to(venv)
-    env = {k: v for k, v in os.environ.items() if k not in ("ALIGNKIT_DATA", "ALIGNKIT_SHARED_DATA", "PYTHONPATH")}
+    env = {k: v for k, v in os.environ.items() if k not in ("ALIGNKIT_DATA", "PYTHONPATH")}
     env.update(TQDM_DISABLE="1", PYTHONPATH=str(clone))
     return clone, env
 

@@ -101,7 +101,7 @@ def _resolve(kind: str, spec: str | os.PathLike) -> Path:
     names = _names(kind)
     close = difflib.get_close_matches(name, names, n=3)
     hint = f"; did you mean {', '.join(close)}?" if close else f"; shipped: {', '.join(names)}"
-    raise FileNotFoundError(f"{kind} {str(spec)!r} is neither a file nor a shipped {kind} name in {root}{hint}")
+    raise FileNotFoundError(f"{kind} {spec} not found: neither a file nor a shipped {kind} name in {root}{hint}")
 
 
 def recipe_path(spec: str | os.PathLike) -> Path:
