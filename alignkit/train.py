@@ -18,12 +18,14 @@ from typing import Any
 
 import yaml
 
+from alignkit.data.hub import HubDataArguments
+
 TRAINERS: dict[str, str] = {"fdpo": "alignkit.trainers.fdpo", "f2c": "alignkit.trainers.f2c"}
 
 
 @dataclass
-class ScriptArguments:
-    """Recipe fields that are neither training nor model arguments."""
+class ScriptArguments(HubDataArguments):
+    """Recipe fields that are neither training nor model arguments (TRL's and the handbook's data keys included)."""
 
     dataset_path: str = field(
         default=None,
@@ -56,7 +58,7 @@ class ScriptArguments:
     @staticmethod
     def value_problems(v: Mapping[str, Any]) -> list[tuple[str, str]]:
         """Out-of-range values as ``(field, problem)``; the recipe check reports them with file and line."""
-        out: list[tuple[str, str]] = []
+        out: list[tuple[str, str]] = HubDataArguments.value_problems(v)  # dataset_name / dataset_mixture keys
         if v.get("trainer", "fdpo") not in TRAINERS:
             out.append(("trainer", f"unknown trainer {v['trainer']!r}; choose from {sorted(TRAINERS)}"))
         if v.get("on_invalid", "error") not in ("error", "skip"):
@@ -76,8 +78,9 @@ class ScriptArguments:
         self.eval_dataset_path = resolve_data(self.eval_dataset_path)
         if self.trainer not in TRAINERS:
             raise ValueError(f"unknown trainer {self.trainer!r}; choose from {sorted(TRAINERS)}")
-        if not self.dataset_path:
-            raise ValueError("the recipe needs `dataset_path`")
+        self.check_hub_data()  # dataset_name / dataset_mixture (alignkit.data.hub)
+        if not self.dataset_path and not self.uses_hub_data:
+            raise ValueError("the recipe needs `dataset_path` (or TRL's `dataset_name`, the handbook's `dataset_mixture`)")
         if self.on_invalid not in ("error", "skip"):
             raise ValueError(f"on_invalid must be 'error' or 'skip', got {self.on_invalid!r}")
         for name in ("max_train_samples", "max_eval_samples"):

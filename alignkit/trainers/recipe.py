@@ -116,6 +116,9 @@ def check_recipe(recipe: dict[str, Any], dataclass_types: tuple[type, ...], *, s
         if key not in fields:
             close = difflib.get_close_matches(key, list(fields), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
+            from alignkit.data.hub import RETIRED_FIELDS  # keys of older TRL / handbook recipes
+
+            hint = f" ({RETIRED_FIELDS[key]})" if key in RETIRED_FIELDS else hint
             raise ValueError(f"{where(key)}: field {key}: unknown recipe field{hint}")
         tp = fields[key]
         if not _matches(value, tp):

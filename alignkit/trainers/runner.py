@@ -27,6 +27,7 @@ from alignkit.data import read_records, write_rejects
 from alignkit.data.io import partial_column_rows
 from alignkit.trainers.config import FLAG_LOSSES
 from alignkit.trainers.distributed import init_deepspeed_comm
+from alignkit.trainers.handbook import hub_splits
 from alignkit.utils import atomic_write_json, atomic_write_text, stable_hash
 
 logger = logging.getLogger(__name__)
@@ -230,7 +231,8 @@ def run_preference(trainer_cls, script_args, training_args, model_args, callback
     pair_loss = getattr(training_args, "pair_loss", None)
     require_flags = pair_loss in FLAG_LOSSES
     main = training_args.process_index == 0
-    train_ds, train_info = load_split(
+    hub = hub_splits(script_args, training_args, require_flags=require_flags, rejects_dir=out_dir if main else None)
+    train_ds, train_info = hub.train if hub else load_split(  # hub: dataset_name / dataset_mixture recipes
         script_args.dataset_path, script_args.dataset_split, require_flags=require_flags,
         on_invalid=script_args.on_invalid, max_samples=script_args.max_train_samples,
         rejects_to=out_dir / "train.jsonl" if main else None)
