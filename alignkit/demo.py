@@ -2,8 +2,8 @@
 
 1. Build a grounded-QA fact world whose training pairs are 30% misordered (the fluent hallucination preferred).
 2. Train DPO, cDPO and F-DPO (LoRA) on the same data with the same budget, from ``recipes/smollm2-135m/*.yaml``:
-   same steps, learning rate, batch and the same NLL term on the chosen answer for every method (architecture.md's
-   measured warning: without it DPO on near-identical pairs breaks generation). The settings are fixed in
+   same steps, learning rate, batch and the same NLL term on the chosen answer for every method (docs/methods.md
+   §7: without it DPO on near-identical pairs breaks generation). The settings are fixed in
    :data:`PRESETS`; none was chosen by looking at the test items.
 3. Evaluate base + the three adapters with the vLLM backend (one engine serves every adapter) on ``evals/demo.yaml``:
    held-out fact-world hallucination (reference judge), TruthfulQA MC1/MC2 (never trained on), factual-pushback
