@@ -114,8 +114,8 @@ def test_eval_cli_two_models_report_and_resume(tmp_path, shared_data, tiny_model
     lines = cache.read_text().splitlines()
     n_records = len(lines)
     kept = [json.loads(x) for x in lines[:-4]]
-    marked = next(r for r in kept if "output" in r["value"])
-    marked["value"]["output"] = "MARKED: reused from the cache"
+    marked = next(r for r in kept if isinstance(r["value"], dict) and "mc1" in r["value"])
+    marked["value"]["question"] = "MARKED: reused from the cache"
     cache.write_text("".join(json.dumps(r) + "\n" for r in kept) + lines[-4][: len(lines[-4]) // 2])
     (out / "results.json").unlink()
 
@@ -123,9 +123,9 @@ def test_eval_cli_two_models_report_and_resume(tmp_path, shared_data, tiny_model
     doc2 = json.loads((out / "results.json").read_text())
     assert {(r["task"], r["model"]): r["metrics"] for r in doc2["results"]} == first
     assert len(cache.read_text().splitlines()) == n_records  # the 4 lost records were recomputed, nothing else
-    outputs = [json.loads(x)["output"] for f in (out / "items").glob("hallucination__*.jsonl")
-               for x in f.read_text().splitlines()]
-    assert "MARKED: reused from the cache" in outputs
+    questions = [json.loads(x)["question"] for f in (out / "items").glob("truthfulqa_mc__*.jsonl")
+                 for x in f.read_text().splitlines()]
+    assert "MARKED: reused from the cache" in questions
 
 
 def test_backend_options_from_the_cli_and_lora_mode_checked(tmp_path, shared_data, tiny_model, capsys):

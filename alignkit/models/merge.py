@@ -38,6 +38,11 @@ def adapter_digest(adapter_dir: str | os.PathLike) -> str:
     return h.hexdigest()[:16]
 
 
+def merge_key(adapter_dir: str | os.PathLike, base_path: str) -> str:
+    """The merged copy's cache key: the adapter's content and the base model's identity (by content)."""
+    return cache_key("merged", adapter_digest(adapter_dir), source_identity(base_path))[:16]
+
+
 def merged_model_dir(adapter_dir: str | os.PathLike, base: str | None = None) -> str:
     """A local model folder holding ``base`` with the adapter merged in; built once under ``$ALIGNKIT_HOME``, keyed
     on the adapter's content and the base model's identity (by content, not its folder name: a base retrained or
@@ -45,7 +50,7 @@ def merged_model_dir(adapter_dir: str | os.PathLike, base: str | None = None) ->
     adapter = Path(adapter_dir)
     cfg = json.loads((adapter / "adapter_config.json").read_text(encoding="utf-8"))
     base_path = resolve_model(base or cfg["base_model_name_or_path"])
-    key = cache_key("merged", adapter_digest(adapter), source_identity(base_path))[:16]
+    key = merge_key(adapter, base_path)
     out = models_dir() / "merged" / key
     if (out / "config.json").is_file() and (out / "model.safetensors").is_file():
         return str(out)

@@ -6,6 +6,7 @@ task, version, model and item) so a rerun after a crash continues where it stopp
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,6 +65,8 @@ class Task(ABC):
                 close = difflib.get_close_matches(key, list(known), n=1)
                 hint = f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(sorted(known))})"
                 raise ValueError(f"{where(key)}: field {key}: unknown option of task {cls.name!r}{hint}")
+            if isinstance(value, os.PathLike):  # a Path given from Python is a path string
+                value = os.fspath(value)
             if not _matches(value, known[key]):
                 raise ValueError(f"{where(key)}: field {key}: expected {_type_name(known[key])}, got "
                                  f"{type(value).__name__} {value!r}")
