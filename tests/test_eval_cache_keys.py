@@ -204,3 +204,11 @@ def test_merge_cache_keys_on_base_identity_and_adapter_content(tmp_path, big_fil
     retrained_key = merge_key(adapter, str(base))
     (adapter / "adapter_model.safetensors").write_bytes(b"b" * 100)
     assert merge_key(adapter, str(base)) != retrained_key
+
+
+def test_judge_key_is_by_content_not_path(tmp_path):
+    from alignkit.judges import VLLMJudge
+
+    a = _model_dir(tmp_path / "a" / "judge")
+    copy = _model_dir(tmp_path / "copy-of-judge")
+    assert VLLMJudge(engine=FakeBackend(a)).cache_key == VLLMJudge(engine=FakeBackend(copy)).cache_key

@@ -140,7 +140,7 @@ def test_get_judge_specs():
     j = get_judge("openai:http://127.0.0.1:9/v1", model="m", mode="rubric")
     assert j.base == "http://127.0.0.1:9/v1" and j.mode == "rubric"
     v = get_judge("vllm:smollm2-135m-instruct", mode="rubric")
-    assert v.cache_key.startswith("vllm:smollm2-135m-instruct:rubric")
+    assert v.name == "vllm:smollm2-135m-instruct" and v.cache_key.startswith("vllm:rubric:")
     for bad in ("nope", "openai", "ensemble:", "reference:x"):
         with pytest.raises(ValueError):
             get_judge(bad)

@@ -48,7 +48,8 @@ class VLLMJudge:
     """
 
     def __init__(self, model: str | None = None, *, engine: Any = None, mode: Mode = "binary",
-                 max_tokens: int = 16, engine_kwargs: dict | None = None, name: str | None = None):
+                 max_tokens: int = 16, engine_kwargs: dict | None = None, name: str | None = None,
+                 constrained: bool = False):
         if model is None and engine is None:
             raise ValueError("VLLMJudge needs a model name or an engine")
         if mode not in ("binary", "rubric"):
@@ -58,6 +59,9 @@ class VLLMJudge:
         self.model = model or _engine_model(engine) or type(engine).__name__
         self.mode: Mode = mode
         self.max_tokens = max_tokens
+        # constrained: vLLM structured outputs restrict the reply to the label grammar ([[0]]/[[1]], or [[0]]..[[10]]),
+        # so a small judge that would ramble still answers in a parseable form (it says nothing about being right)
+        self.constrained = constrained
         self.engine_kwargs = dict(engine_kwargs or {})
         self._engine = engine
         self.name = name or f"vllm:{self.model}"
@@ -80,8 +84,8 @@ class VLLMJudge:
 
                 path = resolve_model(self.model)
             ident = {"model": source_identity(path), "mode": self.mode, "prompt": PROMPT_VERSION,
-                     "max_tokens": self.max_tokens}
-            self._cache_key = f"vllm:{self.model}:{self.mode}:{_cache_key(ident)}"
+                     "max_tokens": self.max_tokens, **({"constrained": True} if self.constrained else {})}
+            self._cache_key = f"vllm:{self.mode}:{_cache_key(ident)}"  # no path: a copied judge model is the same
         return self._cache_key
 
     @property
@@ -95,9 +99,18 @@ class VLLMJudge:
         if hasattr(eng, "chat") and hasattr(eng, "llm_engine"):
             from vllm import SamplingParams
 
-            outs = eng.chat(chats, SamplingParams(temperature=0.0, max_tokens=self.max_tokens), use_tqdm=False)
+            extra = {}
+            if self.constrained:
+                from vllm.sampling_params import StructuredOutputsParams
+
+                extra["structured_outputs"] = (
+                    StructuredOutputsParams(choice=["[[0]]", "[[1]]"]) if self.mode == "binary"
+                    else StructuredOutputsParams(regex=r"\[\[(10|[0-9])\]\]"))
+            outs = eng.chat(chats, SamplingParams(temperature=0.0, max_tokens=self.max_tokens, **extra), use_tqdm=False)
             self.last_generated_tokens = sum(len(o.outputs[0].token_ids) for o in outs)
             return [o.outputs[0].text for o in outs]
+        if self.constrained:  # never fall back to free text silently
+            raise ValueError(f"VLLMJudge(constrained=True) needs a vllm.LLM engine, got {type(eng).__name__}")
         from alignkit.evals.backends.base import SamplingConfig
 
         return list(eng.generate(chats, SamplingConfig(max_new_tokens=self.max_tokens, temperature=0.0)))

@@ -182,7 +182,7 @@ class LLMStanceJudge:
         if self._cache_key is None:
             base = getattr(self.backend, "path", None) or getattr(self.backend, "base", None) or self.name
             ident = model_identity(self.backend, ModelSpec("judge", str(base), self.adapter))
-            self._cache_key = f"{self.name}:" + cache_key(ident, self.max_new_tokens, STANCE_PARSER_VERSION)
+            self._cache_key = "llm-stance:" + cache_key(ident, self.max_new_tokens, STANCE_PARSER_VERSION)
         return self._cache_key
 
     def judge(self, requests: Sequence[tuple[dict, str]]) -> list[StanceJudgement]:
