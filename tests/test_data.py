@@ -38,6 +38,26 @@ def test_flip_swaps_only_hallucinated_chosen():
     assert out[0]["extra"] == {"k": 0}  # extra keys carried through
 
 
+def test_flip_reads_the_flags_not_the_flipped_column(tmp_path, capsys):
+    """README-format rows say "flipped": false; the (1, 0) ones are swapped anyway, and counted — by the function
+    and by `alignkit data flip` (which records the count in the dataset card)."""
+    from alignkit.data.transforms import fdpo_flip_counted
+
+    rows = [dict(rec(0, 1, 0), flipped=False), dict(rec(1, 0, 1), flipped=True), dict(rec(2, 1, 0), flipped=False),
+            dict(rec(3, 1, 1), flipped=False), {"id": "u", "prompt": "q", "chosen": "a", "rejected": "b"}]
+    out, swapped = fdpo_flip_counted(rows)
+    assert swapped == 2
+    assert [(r.get("h_w"), r.get("h_l"), r["flipped"]) for r in out] == [
+        (0, 1, True), (0, 1, True), (0, 1, True), (1, 1, False), (None, None, False)]
+    assert out[0]["chosen"] == "rejected answer 0" and out[1]["chosen"] == "chosen answer 1"
+    assert fdpo_flip_counted(out) == (out, 0)  # idempotent: nothing left to swap
+    src = write_records(tmp_path / "in.jsonl", rows[:4])
+    assert cli_main(["data", "flip", str(src), "-o", str(tmp_path / "out.jsonl")]) == 0
+    assert json.loads(capsys.readouterr().out)["flip"] == {"swapped": 2}
+    card = json.loads((tmp_path / "out.card.json").read_text())
+    assert card["flip"] == {"swapped": 2} and card["stats"]["buckets"]["(1,0)"] == 0
+
+
 @settings(max_examples=60, deadline=None)
 @given(records_st)
 def test_flip_properties(records):

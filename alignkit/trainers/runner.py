@@ -158,8 +158,12 @@ def checkpoint_fingerprint(checkpoint: str | Path) -> dict[str, Any] | None:
 
 def config_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """``field: OLD -> NEW`` for every field whose value differs (absent shown as <unset>)."""
-    unset = "<unset>"
-    return [f"{k}: {old.get(k, unset)!r} -> {new.get(k, unset)!r}"
+    unset = object()
+
+    def show(v: Any) -> str:
+        return "<unset>" if v is unset else repr(v)
+
+    return [f"{k}: {show(old.get(k, unset))} -> {show(new.get(k, unset))}"
             for k in sorted(set(old) | set(new)) if old.get(k, unset) != new.get(k, unset)]
 
 
@@ -265,7 +269,10 @@ def run_preference(trainer_cls, script_args, training_args, model_args, callback
         training_args.model_init_kwargs = {
             k: v for k, v in {"dtype": model_args.dtype, "attn_implementation": model_args.attn_implementation,
                               "revision": model_args.model_revision}.items() if v is not None}
-    tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=training_args.trust_remote_code)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=training_args.trust_remote_code)
+    except OSError as exc:  # hub errors often do not say which model they were fetching
+        raise OSError(f"field model_name_or_path: cannot load {model_path}: {exc}") from exc
     trainer = trainer_cls(
         model=model_path, args=training_args, train_dataset=train_ds, eval_dataset=eval_ds,
         processing_class=tokenizer, peft_config=get_peft_config(model_args),
