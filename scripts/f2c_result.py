@@ -26,6 +26,7 @@ from typing import Any
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # run from a checkout, installed or not
 # label -> recipe overrides; the first is the paper's method
 VARIANTS: dict[str, dict[str, Any]] = {"F²C": {}, "F²C + quota": {"class_balance": "quota"}}
 ROWS = [("Agreement P̄ (×100) ↑", "agreement"), ("Mean F1 (×100) ↑", "mean_f1"), ("σ_F1 ↓", "sigma_f1"),

@@ -371,10 +371,15 @@ def _recipe(tiny_model, tmp_path, **kw):
             "dataloader_pin_memory": False, "lr_scheduler_type": "constant", **kw}
 
 
-def test_f2c_resumes_from_the_newest_complete_checkpoint(tiny_model, tmp_path):
+def test_f2c_resumes_from_the_newest_complete_checkpoint_of_the_same_config(tiny_model, tmp_path):
     from transformers import TrainerCallback
 
     from alignkit.train import train_from_config
+
+    class Kill(TrainerCallback):  # an interruption after checkpoint-2 was written
+        def on_step_begin(self, args, state, control, **kw):
+            if state.global_step == 3:
+                raise KeyboardInterrupt
 
     class Steps(TrainerCallback):
         n = 0
@@ -382,14 +387,20 @@ def test_f2c_resumes_from_the_newest_complete_checkpoint(tiny_model, tmp_path):
         def on_step_end(self, *a, **k):
             Steps.n += 1
 
-    recipe = _recipe(tiny_model, tmp_path, max_steps=2, save_strategy="steps", save_steps=2)
-    first = train_from_config(recipe)
-    assert first["resumed_from"] is None and first["global_step"] == 2
-    again = train_from_config({**recipe, "max_steps": 4}, callbacks=[Steps()])
+    recipe = _recipe(tiny_model, tmp_path, max_steps=4, save_strategy="steps", save_steps=2)
+    with pytest.raises(KeyboardInterrupt):
+        train_from_config(recipe, callbacks=[Kill()])
+    assert (tmp_path / "out" / "checkpoint-2").is_dir() and not (tmp_path / "out" / "metrics.json").exists()
+    again = train_from_config(recipe, callbacks=[Steps()])
     assert Path(again["resumed_from"]).name == "checkpoint-2"
     assert again["global_step"] == 4 and Steps.n == 2  # two new steps, not four from scratch
     saved = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert Path(saved["resumed_from"]).name == "checkpoint-2"
+    # a changed F2C setting is another run: stop and name the field; --overwrite starts over
+    with pytest.raises(ValueError, match="tau"):
+        train_from_config({**recipe, "tau": 2.0})
+    fresh = train_from_config({**recipe, "tau": 2.0, "overwrite": True, "max_steps": 2})
+    assert fresh["resumed_from"] is None and fresh["global_step"] == 2
 
 
 def test_dev_loss_early_stopping_with_eval_dataset_path_and_honoured_model_keys(tiny_model, tmp_path, monkeypatch):

@@ -525,17 +525,46 @@ def run(script_args: Any, training_args: F2CConfig, model_args: Any, callbacks: 
 
     from alignkit.models import resolve_model
     from alignkit.trainers.distributed import init_deepspeed_comm
-    from alignkit.trainers.runner import peak_memory, resolve_checkpoint
-    from alignkit.utils import atomic_write_json
+    from alignkit.trainers.runner import (check_resume, fingerprint_callback, fingerprint_config, peak_memory,
+                                          resolve_checkpoint, resolved_config, start_over)
+    from alignkit.utils import atomic_write_json, stable_hash
 
     if script_args.on_invalid != "error":
         raise ValueError("on_invalid: F2C reads consistency sets strictly; only 'error' is supported")
+    if getattr(script_args, "uses_hub_data", False):
+        raise ValueError("dataset_name / dataset_mixture: F2C trains on a consistency set (dataset_path) only")
     quantization = get_quantization_config(model_args)
     if quantization is not None and not model_args.use_peft:
         raise ValueError("load_in_4bit/load_in_8bit train only adapters: set use_peft: true")
     if training_args.class_balance != "none" and training_args.deepspeed:
         raise ValueError("class_balance scores the base model outside the DeepSpeed engine; use DDP (or no "
                          "class_balance) with DeepSpeed")
+    train = load_consistency_set(script_args.dataset_path, training_args, script_args.dataset_split or "train")
+    if script_args.max_train_samples:
+        train = train[: script_args.max_train_samples]
+    train, dev = _dev_set(script_args, training_args, train)
+    if training_args.early_stopping_patience and dev is None:
+        raise ValueError("early_stopping_patience needs a dev set: set eval_dataset_path or dev_examples")
+    if dev is not None and str(getattr(training_args.eval_strategy, "value", training_args.eval_strategy)) == "no":
+        raise ValueError("a dev set is given (eval_dataset_path or dev_examples) but eval_strategy is 'no': set "
+                         "eval_strategy: steps and eval_steps, or drop the dev set")
+    # Decide about resuming before any model is loaded, so a mismatch stops in seconds (same rules as F-DPO).
+    out_dir = Path(training_args.output_dir)
+    fp_config = fingerprint_config(resolved_config(script_args, training_args, model_args), stable_hash(train))
+    checkpoint = None
+    if getattr(script_args, "overwrite", False):
+        if training_args.process_index == 0:
+            gone = start_over(out_dir)
+            if gone:
+                logger.warning("overwrite: deleted %d checkpoint(s) in %s; starting over", len(gone), out_dir)
+    else:
+        checkpoint = resolve_checkpoint(training_args.resume_from_checkpoint, str(out_dir))
+    if checkpoint:
+        changes = check_resume(checkpoint, fp_config, force=getattr(script_args, "resume", False))
+        if changes:
+            logger.warning("resume: continuing from %s although its configuration differs:\n%s", checkpoint,
+                           "\n".join(f"  {c}" for c in changes))
+        logger.warning("resuming from %s", Path(checkpoint).name)
     init_deepspeed_comm()  # before any from_pretrained: ZeRO-3's zero.Init needs the comm group
     path = resolve_model(model_args.model_name_or_path)
     trust = bool(getattr(model_args, "trust_remote_code", False))
@@ -553,15 +582,6 @@ def run(script_args: Any, training_args: F2CConfig, model_args: Any, callbacks: 
         device_map = {"": PartialState().local_process_index} if torch.cuda.is_available() else None
         model_kwargs.update(quantization_config=quantization, device_map=device_map)
     model = AutoModelForCausalLM.from_pretrained(path, **model_kwargs)
-    train = load_consistency_set(script_args.dataset_path, training_args, script_args.dataset_split or "train")
-    if script_args.max_train_samples:
-        train = train[: script_args.max_train_samples]
-    train, dev = _dev_set(script_args, training_args, train)
-    if training_args.early_stopping_patience and dev is None:
-        raise ValueError("early_stopping_patience needs a dev set: set eval_dataset_path or dev_examples")
-    if dev is not None and str(getattr(training_args.eval_strategy, "value", training_args.eval_strategy)) == "no":
-        raise ValueError("a dev set is given (eval_dataset_path or dev_examples) but eval_strategy is 'no': set "
-                         "eval_strategy: steps and eval_steps, or drop the dev set")
     peft_config = get_peft_config(model_args)
     if peft_config is not None:
         from peft import get_peft_model, prepare_model_for_kbit_training
@@ -571,7 +591,7 @@ def run(script_args: Any, training_args: F2CConfig, model_args: Any, callbacks: 
                 model, use_gradient_checkpointing=training_args.gradient_checkpointing)
         model = get_peft_model(model, peft_config)
     stopper = None
-    callbacks = list(callbacks or [])
+    callbacks = [*(callbacks or []), fingerprint_callback(fp_config)]
     if training_args.early_stopping_patience:
         stopper = DevLossEarlyStopping(training_args.early_stopping_patience, training_args.early_stopping_min_steps)
         callbacks.append(stopper)
@@ -584,9 +604,6 @@ def run(script_args: Any, training_args: F2CConfig, model_args: Any, callbacks: 
         trainer.quota = ClassQuota(base_shares)
         logger.warning("class_balance=quota (alignkit's addition, not F2C): base model class shares %s",
                        [round(x, 3) for x in base_shares])
-    checkpoint = resolve_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
-    if checkpoint:
-        logger.warning("resuming from %s", checkpoint)
     result = trainer.train(resume_from_checkpoint=checkpoint)
     trainer.save_model(training_args.output_dir)
 
