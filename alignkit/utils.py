@@ -131,14 +131,31 @@ def folder_fingerprint(folder: str | os.PathLike) -> str:
 
 
 def source_identity(spec: str | os.PathLike | None) -> dict[str, str] | None:
-    """Identity of a model or adapter given as a local folder (by content, :func:`folder_fingerprint`) or a name
-    that is not a local folder (a hub id: by name; pin a revision by downloading it). None stays None."""
+    """Identity of a model or adapter: a local folder by content (:func:`folder_fingerprint`); a hub id by the
+    snapshot the local Hugging Face cache holds for it (the folder a backend would load, so a new revision pulled
+    into the cache is a new identity); any other name by the name alone. None stays None."""
     if spec is None:
         return None
     path = Path(spec).expanduser()
     if path.is_dir():
         return {"fingerprint": folder_fingerprint(path)}
+    snapshot = _hub_snapshot(str(spec))
+    if snapshot is not None:
+        return {"name": str(spec), "fingerprint": folder_fingerprint(snapshot)}
     return {"name": str(spec)}
+
+
+def _hub_snapshot(repo_id: str) -> Path | None:
+    """The local cache's snapshot folder of a hub model (no network access), or None."""
+    if repo_id.count("/") != 1 or repo_id.startswith((".", "/", "~")):
+        return None
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(repo_id, "config.json")
+    except ValueError:  # HFValidationError: not a valid repo id, so identified by name
+        return None
+    return Path(found).parent if isinstance(found, str) else None
 
 
 def model_identity(backend: Any, model: Any) -> dict[str, Any]:

@@ -212,3 +212,23 @@ def test_judge_key_is_by_content_not_path(tmp_path):
     a = _model_dir(tmp_path / "a" / "judge")
     copy = _model_dir(tmp_path / "copy-of-judge")
     assert VLLMJudge(engine=FakeBackend(a)).cache_key == VLLMJudge(engine=FakeBackend(copy)).cache_key
+
+
+def test_hub_id_is_identified_by_its_cached_snapshot(tmp_path, monkeypatch):
+    """A hub id that the local HF cache holds is keyed on that snapshot's content: a new revision is a new model."""
+    import huggingface_hub.constants
+
+    hub = tmp_path / "hub"
+    repo = hub / "models--org--judge"
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(hub))
+
+    def snapshot(rev: str, weights: bytes) -> None:
+        _model_dir(repo / "snapshots" / rev, weights=weights)
+        (repo / "refs").mkdir(parents=True, exist_ok=True)
+        (repo / "refs" / "main").write_text(rev)
+
+    snapshot("a" * 40, b"\x01" * 64)
+    first = source_identity("org/judge")
+    assert first["name"] == "org/judge" and "fingerprint" in first
+    snapshot("b" * 40, b"\x02" * 64)
+    assert source_identity("org/judge") != first
