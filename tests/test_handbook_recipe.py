@@ -112,3 +112,24 @@ def test_trl_dataset_name_recipe_with_plain_dpo_data(tiny_model, tmp_path):
                                           missing_flags="zero", eval_strategy="steps", eval_steps=2))
     assert filled["data"]["train"]["n_flags_filled"] == 6 and filled["flip_counts"]["train"] == 0
     assert filled["data"]["eval"]["n_used"] == 2 and filled["data"]["eval"]["source"] == "parquet[test]"
+
+    # streaming: rows are validated as they arrive and reading stops after max_train_samples valid rows
+    streamed = train_from_config(trl_recipe(tiny_model, files, tmp_path / "stream", loss_type="dpo",
+                                            dataset_streaming=True, max_train_samples=4))
+    assert streamed["data"]["train"]["n_used"] == 4 and streamed["data"]["train"]["sources"][0]["n_rows"] == 4
+    assert streamed["global_step"] == 2
+
+
+def test_accelerate_worker_parser_reads_a_handbook_recipe(tmp_path):
+    """`accelerate launch -m alignkit.train --config R` parses with TRL's parser: the mixture arrives as a mapping."""
+    from trl import TrlParser
+
+    from alignkit.train import _dataclass_types
+
+    recipe = handbook_recipe("some/model", tmp_path / "data", tmp_path / "run")
+    path = tmp_path / "config_full.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    script_args, training_args, model_args = TrlParser(_dataclass_types("fdpo")).parse_args_and_config(
+        ["--config", str(path)])
+    assert script_args.dataset_mixture == recipe["dataset_mixture"] and script_args.uses_hub_data
+    assert training_args.pair_loss == "fdpo" and training_args.beta == 0.01 and model_args.dtype == "float32"
