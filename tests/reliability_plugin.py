@@ -76,7 +76,9 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
         entry["reason"] = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
     elif report.failed:
         entry["outcome"] = "failed" if report.when == "call" else f"error in {report.when}"
-        entry["reason"] = (report.longreprtext or "").strip().splitlines()[-1:][0] if report.longreprtext else ""
+        crash = getattr(report.longrepr, "reprcrash", None)  # "AssertionError: ..." of the failing line
+        text = crash.message if crash is not None else (report.longreprtext or "")
+        entry["reason"] = (text.strip().splitlines() or [""])[0]
     elif report.when == "call" and entry["outcome"] in ("not run", "running"):
         entry["outcome"] = "passed"
 

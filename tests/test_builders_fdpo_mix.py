@@ -87,6 +87,24 @@ def test_cli_flip_card_and_bytes(tmp_path, capsys):
     assert "dup.jsonl" in capsys.readouterr().err
 
 
+def _values_only_references(path: Path) -> dict[str, int]:
+    """Rewrite the fact world's references without the answer sentences themselves (the fact world lists the exact
+    chosen/rejected sentences among them, which would let the judge match a row against itself)."""
+    from alignkit.builders.common import message_text
+
+    rows = read_jsonl(path).records
+    counts = Counter()
+    for r in rows:
+        judged = {message_text(r["chosen"], role="assistant"), message_text(r["rejected"], role="assistant")}
+        for key in ("reference_true", "reference_false"):
+            kept = [x for x in r[key] if x not in judged and not any(x in j and len(x) > 20 for j in judged)]
+            counts["dropped"] += len(r[key]) - len(kept)
+            counts["kept"] += len(kept)
+            r[key] = kept
+    write_jsonl(path, rows)
+    return counts
+
+
 @pytest.mark.slow
 def test_all_builder_yamls_run_as_a_pipeline(tmp_path):
     """factworld -> factuality -> hallucinate -> fdpo-mix from data_builders/*.yaml via the runnable script."""
@@ -99,12 +117,22 @@ def test_all_builder_yamls_run_as_a_pipeline(tmp_path):
         ["fdpo-mix", "--set", f"inputs=[{o}/lab/train.jsonl, {o}/hal/train.jsonl]", "--set",
          f"output={o}/mix/train.jsonl", "--set", "scale=0.01"],
     ]
-    for step in steps:
+    for i, step in enumerate(steps):
         p = subprocess.run([sys.executable, str(script), *step, "--quiet"], cwd=REPO, capture_output=True, text=True,
                            timeout=120)
         assert p.returncode == 0, p.stderr
+        if i == 0:
+            n_refs = _values_only_references(o / "fw" / "train.jsonl")
+            assert n_refs["dropped"] > 0 and n_refs["kept"] > 0
     lab = json.loads((o / "lab" / "train.card.json").read_text())
-    assert lab["prior_label_agreement"]["label_agreement"] == 1.0  # the reference judge recovers the flags
+    labelled = read_jsonl(o / "lab" / "train.jsonl").records
+    # The references are now bare values ("1847"), never the judged sentences: the judge must find them inside the
+    # answers. A contradicting answer states one value, so its flags are recovered exactly; an "unsupported" answer
+    # holds the true value plus an invented one, which the reference judge decides by ROUGE-L and may miss.
+    contradict = [r for r in labelled if r["hallucination"] == "contradict"]
+    assert len(contradict) > 100
+    assert all((r["h_w"], r["h_l"]) == (r["prior_h_w"], r["prior_h_l"]) for r in contradict)
+    assert lab["prior_label_agreement"]["label_agreement"] >= 0.9
     mix_rows = read_jsonl(o / "mix" / "train.jsonl").records
     assert len(mix_rows) == 450 and _counts(mix_rows)["(1,0)"] == 0
     assert any(r["source"] == "hallucinate:rule" for r in mix_rows)

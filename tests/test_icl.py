@@ -119,13 +119,17 @@ def test_symbol_tuning_set(toy):
     assert {e["symbol_kind"] for e in ex} == {"integer", "letters", "word"}
 
 
+ICL_SETS = ("qqp", "rte", "sst2", "subj", "trec")  # the ICL sets the benchmark data folder ships
+
+
 def test_shared_data_label_words(shared_data):
-    for name, words in LABEL_WORDS.items():
+    # every shipped set is checked; a missing or an unexpected file fails instead of being passed over
+    assert sorted(p.stem for p in (shared_data / "icl").glob("*.jsonl")) == sorted(ICL_SETS)
+    for name in ICL_SETS:
         path = shared_data / "icl" / f"{name}.jsonl"
-        if path.exists():
-            d = load_classification(str(path))
-            assert d.classes == list(words), name  # every class of the shared file has Wei et al.'s label word
-            assert len(d.train) > 0 and len(d.test) > 0
+        d = load_classification(str(path))
+        assert d.classes == list(LABEL_WORDS[name]), name  # every class of the file has Wei et al.'s label word
+        assert len(d.train) > 0 and len(d.test) > 0
 
 
 @pytest.mark.slow

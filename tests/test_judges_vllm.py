@@ -2,8 +2,13 @@
 127.0.0.1 with the tiny random model, and the in-process ``vllm:MODEL`` judge plus the LLM rewrite sharing one
 engine (run in a subprocess: vLLM changes process-wide torch thread settings, which must not leak into pytest).
 
-A random tiny model does not write ``[[0]]``/``[[1]]``: these tests check the plumbing end to end — every reply
-arrives, is parsed, and an unparsable one is counted as a parse error, never turned into a label.
+The server test uses the tiny random model, which does not write ``[[0]]``/``[[1]]``: it checks the plumbing end to
+end — every reply arrives, is parsed, and an unparsable one is counted as a parse error, never turned into a label.
+The engine test judges held-out fact-world answers with the embedded SmolLM2-135M-Instruct, free and with
+constrained decoding (a minimum share of parsed labels is asserted for the latter), and compares every parsed label
+with the reference judge's; the agreement is recorded in the reliability table. (Measured: free, the 135M model
+writes no parseable label; constrained, it gives one label to every item — chance agreement — so no quality bar is
+asserted for it.)
 """
 
 from __future__ import annotations
@@ -100,19 +105,31 @@ def test_openai_judge_through_a_real_vllm_server(vllm_server, tmp_path, monkeypa
     assert SECRET not in "".join(tail)
 
 
-def _engine_check(model: str, out_path: str) -> None:
-    """Run in a subprocess: one engine shared by the binary judge, the rubric judge and the LLM rewrite."""
-    from alignkit.builders.hallucinate import llm_variants
-    from alignkit.judges import JudgeItem, VLLMJudge, make_engine, run_judge
+N_ITEMS = 24
+MIN_PARSED_CONSTRAINED = 0.95  # constrained decoding admits only the label grammar: every reply must parse
 
-    engine = make_engine(model, max_model_len=1024)
-    items = [JudgeItem(f"What is {i} + {i}?", f"It is {2 * i}.", context=f"{i} + {i} = {2 * i}") for i in range(5)]
-    result = {}
+
+def _engine_check(model: str, out_path: str) -> None:
+    """Run in a subprocess: one engine (the embedded SmolLM2-135M-Instruct) shared by the binary and rubric judges,
+    free and constrained, and by the LLM rewrite; labels are compared with the reference judge's on the same items."""
+    from alignkit.builders.factworld import build_factworld, judge_items
+    from alignkit.builders.hallucinate import llm_variants
+    from alignkit.judges import ReferenceJudge, VLLMJudge, make_engine, run_judge
+
+    engine = make_engine(model, max_model_len=2048)
+    # held-out fact-world questions with their context: even items answered with the gold sentence, odd ones with a
+    # contradicting sentence, so the reference judge's labels are known to be 0/1 alternately
+    _, test = build_factworld(0, N_ITEMS, rho=0.0, seed=1)
+    answers = [r["gold"] if i % 2 == 0 else r["reference_false"][-1] for i, r in enumerate(test)]
+    items = judge_items(test, answers)
+    result: dict = {"reference": [j.label for j in ReferenceJudge().judge(items)]}
     for mode in ("binary", "rubric"):
-        judge = VLLMJudge(model, engine=engine, mode=mode, max_tokens=8)
-        js, stats = run_judge(judge, items, progress=False)
-        result[mode] = {"judgements": [j.as_dict() for j in js], "stats": stats,
-                        "tokens": judge.last_generated_tokens, "key": judge.cache_key}
+        for constrained in (False, True):
+            judge = VLLMJudge(model, engine=engine, mode=mode, max_tokens=8, constrained=constrained)
+            js, stats = run_judge(judge, items, progress=False)
+            result[f"{mode}{'_constrained' if constrained else ''}"] = {
+                "judgements": [j.as_dict() for j in js], "stats": stats, "tokens": judge.last_generated_tokens,
+                "key": judge.cache_key}
     recs = [{"id": f"r{i}", "prompt": "When was Velmora founded?", "chosen": f"Velmora was founded in {1800 + i}.",
              "rejected": "x", "h_w": 0, "h_l": 1} for i in range(3)]
     pairs, rejects = llm_variants(recs, model=model, engine=engine, max_tokens=24)
@@ -120,21 +137,49 @@ def _engine_check(model: str, out_path: str) -> None:
     Path(out_path).write_text(json.dumps(result))
 
 
-def test_vllm_engine_judge_and_llm_rewrite(tiny_model, tmp_path):
+def _agreement(labels: list, reference: list) -> tuple[int, int, float]:
+    """(parsed, agreeing with the reference, Cohen's kappa) over the items the judge labelled."""
+    pairs = [(a, b) for a, b in zip(labels, reference) if a is not None]
+    n = len(pairs)
+    agree = sum(a == b for a, b in pairs)
+    if n == 0:
+        return 0, 0, 0.0
+    p1a, p1b = sum(a for a, _ in pairs) / n, sum(b for _, b in pairs) / n
+    chance = p1a * p1b + (1 - p1a) * (1 - p1b)
+    kappa = 0.0 if chance == 1 else (agree / n - chance) / (1 - chance)
+    return n, agree, kappa
+
+
+def test_vllm_engine_judge_and_llm_rewrite(embedded_model, tmp_path, reliability_log):
     out = tmp_path / "result.json"
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}
-    p = subprocess.run([sys.executable, __file__, tiny_model, str(out)], cwd=REPO, env=env, capture_output=True,
-                       text=True, timeout=400)
+    p = subprocess.run([sys.executable, __file__, embedded_model, str(out)], cwd=REPO, env=env, capture_output=True,
+                       text=True, timeout=500)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     res = json.loads(out.read_text())
-    for mode in ("binary", "rubric"):
-        r = res[mode]
-        assert r["stats"]["judged"] == 5 and r["tokens"] > 0 and f":{mode}:" in r["key"]
+    reference = res["reference"]
+    assert reference == [i % 2 for i in range(N_ITEMS)]  # the items are what they claim to be
+    keys = set()
+    for name in ("binary", "rubric", "binary_constrained", "rubric_constrained"):
+        r = res[name]
+        mode = name.split("_")[0]
+        keys.add(r["key"])
+        assert r["stats"]["judged"] == N_ITEMS and r["tokens"] > 0 and f"vllm:{mode}:" in r["key"]
         for j in r["judgements"]:
             assert j["status"] in ("ok", "parse_error")
             assert (j["label"] is None) == (j["status"] == "parse_error")
             if mode == "rubric" and j["status"] == "ok":
-                assert 0 <= j["score"] <= 10
+                assert 0 <= j["score"] <= 10 and j["label"] == int(j["score"] < 5)
+        labels = [j["label"] for j in r["judgements"]]
+        parsed, agree, kappa = _agreement(labels, reference)
+        if name.endswith("constrained"):
+            # the minimum share of parsed labels: the grammar leaves the judge no unparsable reply
+            assert parsed / N_ITEMS >= MIN_PARSED_CONSTRAINED, (name, parsed)
+        reliability_log.record(
+            "LLM judge (vLLM, SmolLM2-135M)", name.replace("_", ", "),
+            f"{parsed}/{N_ITEMS} parsed; agrees with the reference judge on {agree}/{parsed} (kappa {kappa:.2f})",
+            rows_in=N_ITEMS, rows_out=parsed, rejected=N_ITEMS - parsed)
+    assert len(keys) == 4  # constrained and free judges never share cached verdicts
     rw = res["rewrite"]
     assert len(rw["pairs"]) + len(rw["rejects"]) == 3
     for p_ in rw["pairs"]:
