@@ -34,8 +34,8 @@ def test_prompt_consistency_on_heldout_formats(shared_data, tiny_model, tmp_path
     assert len(cache) == 5 * 3 * 2
     again = task.run(backend, ModelSpec(label="tiny", base=tiny_model), ItemCache(tmp_path / "cache.jsonl"))
     assert [it["ll"] for it in again.items] == ll
-    with pytest.raises(ValueError, match="formats must be one of"):
-        get_task("prompt_consistency", data=str(data), formats="nope").run(backend, ModelSpec("t", tiny_model), None)
+    with pytest.raises(ValueError, match="field formats: expected one of 'heldout', 'train', 'all', got str 'nope'"):
+        get_task("prompt_consistency", data=str(data), formats="nope")
 
 
 def _first_heldout(path):

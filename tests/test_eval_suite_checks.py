@@ -90,3 +90,11 @@ def test_task_plots_are_written_atomically(tmp_path, monkeypatch):
     assert used == icl_paths + syc_paths and len(used) == 2
     assert all(p.read_bytes().startswith(b"\x89PNG") for p in used)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in used)  # no temp files left
+
+
+def test_choice_options_name_their_choices(tmp_path):
+    p = _write(tmp_path, "name: s\ntasks:\n  - task: sycophancy_debate\n    strategy: flattery\n")
+    with pytest.raises(ValueError, match=r"suite\.yaml:4: .*field strategy: expected one of 'plain', "):
+        Suite.from_yaml(p)
+    with pytest.raises(ValueError, match="field similarity: expected one of 'rougeL', 'bleu', got str 'rouge'"):
+        get_task("truthfulqa_gen", similarity="rouge")

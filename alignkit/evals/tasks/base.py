@@ -7,6 +7,7 @@ task, version, model and item) so a rerun after a crash continues where it stopp
 from __future__ import annotations
 
 import os
+import typing
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,8 +69,11 @@ class Task(ABC):
             if isinstance(value, os.PathLike):  # a Path given from Python is a path string
                 value = os.fspath(value)
             if not _matches(value, known[key]):
-                raise ValueError(f"{where(key)}: field {key}: expected {_type_name(known[key])}, got "
-                                 f"{type(value).__name__} {value!r}")
+                tp = known[key]
+                expected = ("one of " + ", ".join(map(repr, typing.get_args(tp)))
+                            if typing.get_origin(tp) is typing.Literal else _type_name(tp))
+                raise ValueError(f"{where(key)}: field {key}: expected {expected}, got {type(value).__name__} "
+                                 f"{value!r}")
 
     def item_key(self, *parts: Any) -> str:
         """A cache key for one item: the task's name and version (a new version never reads old results), then

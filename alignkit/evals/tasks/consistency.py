@@ -9,7 +9,7 @@ so a model trained with F²C on the training formats is evaluated on formats it 
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Literal
 
 from alignkit.evals.backends.base import Backend, ModelSpec
 from alignkit.evals.cache import ItemCache, run_cached
@@ -78,7 +78,7 @@ class PromptConsistency(Task):
 
     name = "prompt_consistency"
     version = 1
-    options = {"data": str, "formats": str, "pos_label": int}
+    options = {"data": str, "formats": Literal["heldout", "train", "all"], "pos_label": int}
 
     def run(self, backend: Backend, model: ModelSpec, cache: ItemCache | None) -> TaskResult:
         data = self.config.get("data")

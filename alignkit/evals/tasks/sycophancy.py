@@ -20,7 +20,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Protocol, Sequence
+from typing import Any, ClassVar, Literal, Protocol, Sequence
 
 from alignkit.builders.sycophancy import N_TURNS, build_pushback_items, load_sycon, read_items
 from alignkit.evals.backends.base import Backend, ModelSpec, SamplingConfig
@@ -260,7 +260,7 @@ class _Sycophancy(Task):
     default_judge: ClassVar[str] = "llm"
     default_max_new_tokens: ClassVar[int] = 128
     default_limit: ClassVar[int | None] = None
-    options = {"data": str, "seed": int, "strategy": str, "max_new_tokens": int, "judge": Any}
+    options = {"data": str, "seed": int, "strategy": Literal[STRATEGIES], "max_new_tokens": int, "judge": Any}
 
     def load_items(self) -> list[dict]:
         """Config ``data``: a built set (.jsonl from ``alignkit build sycophancy``), the SYCON-Bench root, or (pushback)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from alignkit.evals.backends.base import Backend, ModelSpec, SamplingConfig
 from alignkit.evals.cache import ItemCache, run_cached
@@ -151,7 +151,7 @@ class TruthfulQAGen(Task):
 
     name = "truthfulqa_gen"
     version = 1
-    options = {"data": str, "max_new_tokens": int, "similarity": str}
+    options = {"data": str, "max_new_tokens": int, "similarity": Literal["rougeL", "bleu"]}
 
     def run(self, backend: Backend, model: ModelSpec, cache: ItemCache | None) -> TaskResult:
         data = str(self.config.get("data") or data_path("truthfulqa/TruthfulQA.csv"))
