@@ -89,7 +89,6 @@ def test_rows_without_flags_error_for_fdpo_unless_filled(tmp_path):
         read_source(HubSource(str(path)), require_flags=True)
     res, filled = read_source(HubSource(str(path)), require_flags=True, missing_flags="zero")
     assert filled == 3 and [(r["h_w"], r["h_l"]) for r in res.records] == [(0, 0)] * 3
-    assert all("_flags_filled" not in r for r in res.records)
     # a row that has its flags keeps them; only flagless rows are filled
     rows = ultrafeedback_trl_lib(2)
     rows[0].update(h_w=True, h_l=False)
@@ -109,6 +108,12 @@ def test_bad_rows_are_named_or_skipped(tmp_path):
     res, _ = read_source(HubSource(str(path)), require_flags=False, on_invalid="skip")
     assert len(res.records) == 2 and [(r["line"], r["field"]) for r in res.rejects] == [(3, "rejected"), (4, "prompt")]
     assert "share no leading text" in res.rejects[1]["reason"]
+    rows = ultrafeedback_trl_lib(3)
+    for i, r in enumerate(rows):
+        r["id"] = "dup" if i else "first"
+    Dataset.from_list(rows).to_parquet(str(path))
+    with pytest.raises(DataError, match=r"uf.parquet\[train\]:3: field 'id': duplicate id 'dup' \(first seen on row 2\)"):
+        read_source(HubSource(str(path)), require_flags=False)
 
 
 def test_streaming_validates_each_row_as_it_arrives(tmp_path):

@@ -79,10 +79,10 @@ def check_columns(columns: Mapping[str, str]) -> None:
             raise ValueError(f"columns: {target} must name a source column (a string), got {column!r}")
 
 
-def normalise_row(row: Mapping[str, Any], *, columns: Mapping[str, str] | None = None,
-                  missing_flags: MissingFlags = "error") -> dict[str, Any]:
-    """One hub row as an alignkit record (not yet validated). Raises :class:`DataError` (field set, no location)
-    for what only this step can tell: a mapped column that is missing, an implicit prompt that cannot be found."""
+def normalise_row(row: Mapping[str, Any], *, columns: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """One hub row as an alignkit record (not yet validated; flags are never invented here, see
+    :class:`RowStream`'s ``missing_flags``). Raises :class:`DataError` (field set, no location) for what only this
+    step can tell: a mapped column that is missing, an implicit prompt that cannot be found."""
     record = {k: v for k, v in row.items() if v is not None}  # Arrow stores absent optional values as None
     columns = columns or {}
     for target, column in columns.items():
@@ -103,9 +103,6 @@ def normalise_row(row: Mapping[str, Any], *, columns: Mapping[str, str] | None =
     for name in FLAG_FIELDS:
         if isinstance(record.get(name), bool):
             record[name] = int(record[name])
-    if missing_flags == "zero" and not any(name in record for name in FLAG_FIELDS):
-        record.update({name: 0 for name in FLAG_FIELDS})
-        record["_flags_filled"] = True  # counted by the reader, removed before the record is kept
     return record
 
 
@@ -170,8 +167,10 @@ class RowStream:
     def __post_init__(self):
         if self.missing_flags not in MISSING_FLAGS:
             raise ValueError(f"missing_flags must be one of {MISSING_FLAGS}, got {self.missing_flags!r}")
+        # io's collector gives rejects their location and honours on_invalid (raise, or keep with the reason)
         self._collector = _Collector(self.source.label, self.on_invalid, self.require_flags)
         self.rejects = self._collector.result.rejects
+        self._ids: dict[str, int] = {}
 
     def __iter__(self) -> Iterator[tuple[int, dict]]:
         """``(row, record)`` for every valid row; ``row`` is 1-based in the source split."""
@@ -181,22 +180,27 @@ class RowStream:
             row = self.rows[i] if self.rows is not None else i + 1
             self.n_rows += 1
             try:
-                record = normalise_row(raw, columns=self.source.columns, missing_flags=self.missing_flags)
+                record = normalise_row(raw, columns=self.source.columns)
             except DataError as exc:
                 col.reject(row, exc.field, exc.reason, raw)
                 continue
-            filled = record.pop("_flags_filled", False)
+            filled = self.missing_flags == "zero" and not any(name in record for name in FLAG_FIELDS)
+            if filled:
+                record.update({name: 0 for name in FLAG_FIELDS})  # Δh = 0: F-DPO is plain DPO on this pair
             problems = record_problems(record, require_flags=self.require_flags)
-            if problems and problems[0].field in FLAG_FIELDS and problems[0].reason == "missing":
-                col.reject(row, problems[0].field, f"missing ({_FLAGS_HINT})", raw)
+            if problems:
+                problem = problems[0]
+                flagless = problem.field in FLAG_FIELDS and problem.reason == "missing"
+                col.reject(row, problem.field, f"missing ({_FLAGS_HINT})" if flagless else problem.reason, raw)
                 continue
-            before = len(col.result.records)
-            col.add(row, record, raw)
-            if len(col.result.records) > before:
-                col.result.records.pop()  # the stream hands records out instead of keeping them
-                col.result.lines.pop()
-                self.n_flags_filled += bool(filled)
-                yield row, record
+            rid = record.get("id")
+            if rid is not None:
+                if rid in self._ids:
+                    col.reject(row, "id", f"duplicate id {rid!r} (first seen on row {self._ids[rid]})", raw)
+                    continue
+                self._ids[rid] = row
+            self.n_flags_filled += filled
+            yield row, record
 
 
 def read_source(source: HubSource, *, on_invalid: str = "error", require_flags: bool = True,
@@ -213,7 +217,7 @@ def read_source(source: HubSource, *, on_invalid: str = "error", require_flags: 
     return result, stream.n_flags_filled
 
 
-# -- recipe keys: TRL's ScriptArguments and the alignment-handbook's dataset_mixture (alignkit.trainers.handbook) --
+# -- recipe keys: TRL's ScriptArguments and the handbook's dataset_mixture (read by alignkit.trainers.handbook) --
 # Recipe keys of older TRL / alignment-handbook versions that TRL 1.x no longer has: the recipe check's hint.
 RETIRED_FIELDS = {
     "torch_dtype": "TRL's ModelConfig calls it 'dtype' now",

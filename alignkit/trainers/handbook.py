@@ -29,6 +29,10 @@ without downloading all of it; the rows read are held in memory for training.
 
 An alignment-handbook DPO recipe becomes an F-DPO run with ``loss_type: fdpo`` once the data carries ``h_w``/``h_l``
 (plain DPO data without them: ``missing_flags: zero`` trains it as Δh = 0 everywhere, i.e. plain DPO).
+
+The recipe fields themselves (:class:`~alignkit.data.hub.HubDataArguments`, which alignkit's ``ScriptArguments``
+inherits, and their checks) live in :mod:`alignkit.data.hub`, which imports no torch, so that parsing and checking a
+recipe stays fast; this module does the reading for :func:`alignkit.trainers.runner.run_preference`.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from typing import Any
 from alignkit.data.hub import HubDataArguments, HubSource, RowStream, parse_mixture
 
 __all__ = ["HubDataArguments", "HubSplits", "hub_splits"]
+
 
 # -- reading ---------------------------------------------------------------------------------------------------------
 def _read(stream: RowStream, limit: int | None) -> list[dict]:
