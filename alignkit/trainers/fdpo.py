@@ -65,6 +65,8 @@ class FDPOTrainer(DPOTrainer):
         columns = getattr(dataset, "column_names", None) if isinstance(dataset, Dataset) else None
         if columns and getattr(args, "apply_flip", False) and "chosen_ids" not in columns:  # not yet tokenised (evaluate() re-enters)
             if not {"h_w", "h_l"} <= set(columns):
+                if getattr(args, "pair_loss", None) == "fdpo":
+                    raise ValueError(f"loss_type 'fdpo' needs h_w and h_l columns in the {dataset_name} data")
                 raise ValueError(f"apply_flip is true but the {dataset_name} data has no h_w/h_l flags to flip by")
             self.flip_counts[dataset_name] = misordered_rows(dataset)
             # the same function as `alignkit data flip` and the builders, one row at a time
