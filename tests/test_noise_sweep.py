@@ -1,48 +1,218 @@
-"""The noise-robustness experiment end to end on a tiny model: data, equal-budget training, eval, report, plot."""
+"""The noise-robustness experiment: judge noise, method keys, statistics, and a tiny sweep end to end (structure and
+resumption are asserted, numbers are not)."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 
-from alignkit.experiments.noise_sweep import NoiseSweepConfig, aggregate, run_noise_sweep
+from alignkit.data.transforms import fdpo_flip, inject_judge_noise, inject_noise
+from alignkit.experiments.noise_sweep import (
+    METRICS,
+    NoiseSweepConfig,
+    count_runs,
+    degeneracy_stats,
+    method_keys,
+    run_noise_sweep,
+    seeds_bootstrap,
+    sweep_plan,
+)
 
 
-def test_aggregate_mean_and_range():
-    rows = [{"seed": s, "eps": 0.2, "method": "dpo", "hallucination_rate": v} for s, v in [(0, 0.2), (1, 0.4)]]
-    rows.append({"seed": 0, "eps": 0.2, "method": "fdpo", "hallucination_rate": None})  # failed eval: not averaged
-    (s,) = aggregate(rows)
-    assert (s["method"], s["eps"], s["n_seeds"]) == ("dpo", 0.2, 2)
-    assert s["mean"] == pytest.approx(0.3) and (s["low"], s["high"]) == (0.2, 0.4)
+def _rows(n: int) -> list[dict]:
+    return [{"prompt": f"q{i}", "chosen": f"fact{i}", "rejected": f"wrong{i}", "h_w": 0, "h_l": 1} for i in range(n)]
+
+
+# -- judge noise --------------------------------------------------------------------------------------------------
+def test_judge_noise_flips_flags_independently_and_records_truth():
+    rows = _rows(2000)
+    noisy, n_flipped = inject_judge_noise(rows, 0.2, seed=3)
+    assert noisy == inject_judge_noise(rows, 0.2, seed=3)[0]  # seeded
+    assert noisy != inject_judge_noise(rows, 0.2, seed=4)[0]
+    flips_w = sum(r["judge_noise"]["h_w"] for r in noisy)
+    flips_l = sum(r["judge_noise"]["h_l"] for r in noisy)
+    assert n_flipped == flips_w + flips_l
+    assert 300 < flips_w < 500 and 300 < flips_l < 500  # ≈ 0.2 × 2000 each
+    both = sum(r["judge_noise"]["h_w"] and r["judge_noise"]["h_l"] for r in noisy)
+    assert 50 < both < 115  # independent: ≈ 0.04 × 2000, not 0 (exclusive) or 400 (the same draw)
+    for r, n in zip(rows, noisy):
+        assert (n["h_w_true"], n["h_l_true"]) == (0, 1)
+        assert n["h_w"] == int(n["judge_noise"]["h_w"]) and n["h_l"] == 1 - int(n["judge_noise"]["h_l"])
+        assert (n["chosen"], n["rejected"]) == (r["chosen"], r["rejected"])  # the order is not touched
+    assert "h_w_true" not in rows[0]  # inputs are not mutated
+
+
+def test_judge_noise_is_refused_twice_and_needs_flags():
+    once, _ = inject_judge_noise(_rows(3), 0.3, 0)
+    with pytest.raises(ValueError, match="row 0: judge noise was already applied"):
+        inject_judge_noise(once, 0.3, 0)
+    with pytest.raises(ValueError, match="row 1: judge noise needs both h_w and h_l"):
+        inject_judge_noise([_rows(1)[0], {"prompt": "p", "chosen": "a", "rejected": "b"}], 0.1, 0)
+    with pytest.raises(ValueError, match=r"delta must be in \[0, 1\]"):
+        inject_judge_noise(_rows(1), 1.5, 0)
+
+
+def test_true_flags_travel_with_their_responses_through_the_flip():
+    # a clean (0,1) pair whose two flags the judge got wrong looks like (1,0): F-DPO's flip swaps it into the
+    # wrong order, and the recorded truth must follow the responses
+    row = {**_rows(1)[0], "h_w": 1, "h_l": 0, "h_w_true": 0, "h_l_true": 1, "judge_noise": {"h_w": True, "h_l": False}}
+    (flipped,) = fdpo_flip([row])
+    assert flipped["chosen"] == "wrong0" and (flipped["h_w"], flipped["h_l"]) == (0, 1)
+    assert (flipped["h_w_true"], flipped["h_l_true"]) == (1, 0)
+    assert flipped["judge_noise"] == {"h_w": False, "h_l": True}
+
+
+def test_order_noise_draws_do_not_depend_on_delta():
+    rows = _rows(50)
+    a, idx_a = inject_noise(rows, 0.2, 7)
+    b, _ = inject_judge_noise(a, 0.3, 7)
+    assert [r["noised"] for r in b] == [i in idx_a for i in range(50)]
+    # with F-DPO's flip, ε alone is undone (flags travel): only judge noise leaves misordered pairs behind
+    assert all(r["chosen"].startswith("fact") for r in fdpo_flip(a))
+    assert any(r["chosen"].startswith("wrong") for r in fdpo_flip(b))
+
+
+def test_data_noise_cli_writes_judge_noise(tmp_path):
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in _rows(40)))
+    out = tmp_path / "out.jsonl"
+    res = subprocess.run([sys.executable, "-m", "alignkit.cli", "data", "noise", str(src), "-o", str(out),
+                          "--eps", "0.25", "--delta", "0.3", "--seed", "1"], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert sum(r["noised"] for r in rows) == 10
+    assert all({"h_w_true", "h_l_true", "judge_noise"} <= set(r) for r in rows)
+    card = json.loads(out.with_name("out.card.json").read_text())
+    assert card["config"]["delta"] == 0.3
+    assert card["config"]["judge_flags_flipped"] == sum(r["judge_noise"]["h_w"] + r["judge_noise"]["h_l"] for r in rows)
+    # the swapped pairs carry their true flags with them: (1,0) in truth
+    assert all((r["h_w_true"], r["h_l_true"]) == ((1, 0) if r["noised"] else (0, 1)) for r in rows)
+
+
+# -- methods, plan, statistics ------------------------------------------------------------------------------------
+def test_method_keys():
+    assert method_keys("cdpo@true", 0.3, 10.0) == {"loss_type": "cdpo", "label_smoothing": 0.3, "apply_flip": False}
+    assert method_keys("rdpo@0.1", 0.3, 10.0)["label_smoothing"] == 0.1
+    assert method_keys("cdpo@true", 0.0, 10.0) is None  # plain DPO at ε = 0: the dpo run stands in
+    assert method_keys("dpo+flip", 0.2, 10.0) == {"loss_type": "fdpo", "fdpo_lambda": 0.0, "apply_flip": True}
+    assert method_keys("fdpo", 0.2, 7.0)["fdpo_lambda"] == 7.0
+    assert method_keys("dpo", 0.2, 7.0)["apply_flip"] is False and method_keys("ipo", 0, 1)["apply_flip"] is False
+
+
+def test_plan_trains_flag_blind_methods_once_per_eps():
+    cfg = NoiseSweepConfig(methods=["dpo", "cdpo@true", "fdpo"], eps=[0.0, 0.2], delta=[0.0, 0.1, 0.3], seeds=[0, 1, 2])
+    plan = sweep_plan(cfg)
+    assert sum(1 for m, _, _ in plan if m == "dpo") == 2
+    assert sum(1 for m, _, _ in plan if m == "fdpo") == 6
+    # per seed: dpo ×2, cdpo@true at ε=0.2 only, fdpo ×6
+    assert count_runs(cfg) == {"calibration": 4, "per_seed": 9, "sweep": 27}
 
 
 def test_config_validation(tmp_path):
     with pytest.raises(ValueError, match=r"eps values must be in \[0, 0.5\)"):
         NoiseSweepConfig(output_dir=str(tmp_path), eps=[0.6])
-    with pytest.raises(ValueError, match="no recipe nope.yaml"):
-        NoiseSweepConfig(output_dir=str(tmp_path), methods=["nope"])
+    with pytest.raises(ValueError, match="unknown method 'cdpo'"):
+        NoiseSweepConfig(methods=["cdpo"])
+    with pytest.raises(ValueError, match="overrides may not set"):
+        NoiseSweepConfig(overrides={"learning_rate": 1e-3})
+    with pytest.raises(ValueError, match="n_generate must be <= n_test"):
+        NoiseSweepConfig(n_test=10, n_generate=20)
+    with pytest.raises(ValueError, match="calibration.steps"):
+        NoiseSweepConfig(calibration={"steps": [0]})
 
 
+def test_seeds_bootstrap_and_degeneracy():
+    s = seeds_bootstrap([[1, 0, 1, 1], [0, 0, 1, 0], [1, 1, 1, 0]], n_resamples=500, confidence=0.95)
+    assert s["mean"] == pytest.approx((0.75 + 0.25 + 0.75) / 3)
+    assert s["low"] < s["mean"] < s["high"] and (s["seed_min"], s["seed_max"]) == (0.25, 0.75)
+    assert s["n_seeds"] == 3 and s["n"] == 12
+    flat = seeds_bootstrap([[1, 1], [1, 1]], n_resamples=500, confidence=0.95)
+    assert flat["low"] == flat["high"] == 1.0
+    d = degeneracy_stats(["It was founded in 1850.", "", "a b c d a b c d"])
+    assert d["empty"] == pytest.approx(1 / 3) and d["repeated"] == pytest.approx(1 / 3)
+    assert 0 < d["distinct_2"] < 1 and d["mean_length"] == pytest.approx((5 + 0 + 8) / 3)
+
+
+def test_cli_dry_run_counts_the_cpu_config():
+    res = subprocess.run([sys.executable, "-m", "alignkit.cli", "experiment", "noise-sweep", "--config",
+                          "recipes/experiments/noise-sweep-cpu.yaml", "--dry-run"], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    runs = json.loads(res.stdout)["runs"]
+    assert runs["sweep"] >= 3 * 8 and runs["calibration"] >= 2
+    bad = subprocess.run([sys.executable, "-m", "alignkit.cli", "experiment", "noise-sweep", "--config",
+                          "recipes/experiments/noise-sweep-cpu.yaml", "--dry-run", "--set", "sedes=[0]"],
+                         capture_output=True, text=True)
+    assert bad.returncode != 0 and "unknown key(s) ['sedes']" in bad.stderr
+
+
+# -- end to end ---------------------------------------------------------------------------------------------------
 @pytest.mark.slow
-def test_noise_sweep_tiny_end_to_end(tmp_path, tiny_model):
+def test_noise_sweep_tiny_end_to_end_and_resume(tmp_path, tiny_model, monkeypatch):
+    import alignkit.train
+
     cfg = NoiseSweepConfig(
-        output_dir=str(tmp_path / "sweep"), model=tiny_model, methods=["dpo", "fdpo"], eps=[0.0, 0.4], seeds=[0, 1],
-        n_train=8, n_test=6, max_steps=2, backend="hf", backend_options={"batch_size": 8}, max_new_tokens=8,
-        overrides={"per_device_train_batch_size": 2, "max_length": 128, "learning_rate": 1e-3},
+        output_dir=str(tmp_path / "sweep"), model=tiny_model, methods=["dpo", "cdpo@true", "fdpo"],
+        eps=[0.0, 0.4], delta=[0.0, 0.3], seeds=[0, 1], n_train=8, n_val=6, n_test=8, n_generate=4,
+        n_val_generate=4, max_new_tokens=4, calibration={"learning_rates": [1e-3], "steps": [1, 2]},
+        backend="hf", backend_options={"batch_size": 8}, n_resamples=200,
+        overrides={"per_device_train_batch_size": 2, "max_length": 128, "logging_steps": 1},
     )
-    summary = run_noise_sweep(cfg)
-    doc = json.loads((tmp_path / "sweep" / "results.json").read_text())
-    assert len(doc["runs"]) == 2 * 2 * 2  # seeds x eps x methods
-    assert all(0.0 <= r["hallucination_rate"] <= 1.0 and r["n"] == 6 for r in doc["runs"])
-    assert {(s["method"], s["eps"]) for s in summary["summary"]} == {("dpo", 0.0), ("dpo", 0.4), ("fdpo", 0.0), ("fdpo", 0.4)}
-    png = (tmp_path / "sweep" / "hallucination_vs_noise.png").read_bytes()
-    assert png[:8] == b"\x89PNG\r\n\x1a\n"
-    report = (tmp_path / "sweep" / "report.md").read_text()
-    assert "| dpo |" in report and "ε=0.4" in report
-    # noise was really injected: 40% of 8 pairs swapped, recorded in the card
-    card = json.loads((tmp_path / "sweep" / "data" / "seed0" / "train_eps0.4.card.json").read_text())
-    assert card["stats"]["noised"] == 3 and len(card["noised_indices"]) == 3
-    # a rerun reuses the finished runs (no retraining) and gives the same numbers
-    again = run_noise_sweep(cfg)
-    assert again["summary"] == summary["summary"]
+    real = alignkit.train.train_from_config
+    calls: list[str] = []
+
+    class Interrupted(Exception):
+        pass
+
+    def interrupted_after_5(recipe, *a, **k):
+        if len(calls) == 5:
+            raise Interrupted  # as a kill between two runs would
+        calls.append(recipe["output_dir"])
+        return real(recipe, *a, **k)
+
+    monkeypatch.setattr(alignkit.train, "train_from_config", interrupted_after_5)
+    with pytest.raises(Interrupted):
+        run_noise_sweep(cfg, progress=lambda msg: None)
+    first = list(calls)
+
+    calls.clear()
+    monkeypatch.setattr(alignkit.train, "train_from_config", lambda recipe, *a, **k: calls.append(
+        recipe["output_dir"]) or real(recipe, *a, **k))
+    result = run_noise_sweep(cfg, progress=lambda msg: None)
+    counts = count_runs(cfg)
+    # the rerun trains only what the interrupted run had not; the chosen calibration run is copied, not retrained
+    assert not set(first) & set(calls)
+    assert len(first) + len(calls) == counts["calibration"] + counts["sweep"] - 1
+
+    out = tmp_path / "sweep"
+    doc = json.loads((out / "results.json").read_text())
+    cal = doc["calibration"]
+    assert len(cal["table"]) == 2 and cal["chosen"]["max_steps"] in (1, 2)
+    assert {"reward_above_base", "loglik_above_base", "not_degenerate"} == set(cal["table"][0]["checks"])
+    cells = {(c["method"], c["eps"], c["delta"]): c for c in doc["summary"]}
+    assert set(cells) == {(m, e, d) for m in cfg.methods for e in cfg.eps for d in cfg.delta}
+    for c in cells.values():
+        assert set(METRICS) <= set(c) and c["reward_acc"]["n"] == 2 * 8 and c["hallucination_rate"]["n_seeds"] == 2
+        assert c["reward_acc"]["low"] <= c["reward_acc"]["mean"] <= c["reward_acc"]["high"]
+        assert {"mean_length", "distinct_2", "empty", "repeated"} == set(c["degeneracy"])
+    # cdpo@true at ε = 0 is the dpo run; flag-blind methods are the same runs in every δ panel
+    assert cells[("cdpo@true", 0.0, 0.0)]["reuses"] == "dpo"
+    assert cells[("cdpo@true", 0.0, 0.0)]["reward_acc"] == cells[("dpo", 0.0, 0.0)]["reward_acc"]
+    assert cells[("dpo", 0.4, 0.3)]["reward_acc"] == cells[("dpo", 0.4, 0.0)]["reward_acc"]
+    # judge noise reached F-DPO's data, recorded per row; the trainer's flip counts are in the runs
+    rows = [json.loads(line) for line in (out / "data" / "seed0" / "train_eps0.4_delta0.3.jsonl").open()]
+    assert all("h_w_true" in r and "judge_noise" in r for r in rows)
+    assert any(r["judge_noise"]["h_w"] or r["judge_noise"]["h_l"] for r in rows)
+    fdpo_runs = [r for r in doc["runs"] if r["method"] == "fdpo"]
+    assert len(fdpo_runs) == 2 * 2 * 2 and all("train" in r["flip_counts"] for r in fdpo_runs)
+    for metric in METRICS:
+        assert (out / f"{metric}_vs_noise.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    report = (out / "report.md").read_text()
+    assert "## Calibration" in report and "**δ = 0.3**" in report and "| fdpo |" in report
+
+    # a third run retrains nothing, re-evaluates nothing, and gives the same summary
+    calls.clear()
+    again = run_noise_sweep(cfg, progress=lambda msg: None)
+    assert calls == [] and again["summary"] == result["summary"]

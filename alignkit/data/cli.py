@@ -9,7 +9,7 @@ import sys
 from alignkit.data.card import write_card
 from alignkit.data.io import read_records, write_records, write_rejects
 from alignkit.data.schema import DataError
-from alignkit.data.transforms import bucket_stats, fdpo_flip_counted, inject_noise
+from alignkit.data.transforms import bucket_stats, fdpo_flip_counted, inject_judge_noise, inject_noise
 
 
 def _add_io(p: argparse.ArgumentParser, output: bool = True) -> None:
@@ -34,10 +34,15 @@ def register(sub: argparse._SubParsersAction, name: str, help_text: str) -> None
     _add_io(f)
     f.set_defaults(func=_flip)
 
-    n = ds.add_parser("noise", help="swap chosen/rejected on a seeded fraction eps of rows")
+    n = ds.add_parser("noise", help="seeded label noise: swap chosen/rejected on a fraction eps of rows (order "
+                                    "noise) and/or flip each h_w/h_l flag with probability delta (judge noise)")
     _add_io(n)
-    n.add_argument("--eps", type=float, required=True, help="fraction of rows to swap, in [0, 1]")
-    n.add_argument("--seed", type=int, default=0)
+    n.add_argument("--eps", type=float, required=True,
+                   help="fraction of rows whose chosen/rejected are swapped, flags travelling with them, in [0, 1]")
+    n.add_argument("--delta", type=float, default=0.0,
+                   help="judge noise: each h_w and h_l flag flipped independently with this probability, in [0, 1], "
+                        "after the swaps; the true flags are kept in h_w_true/h_l_true (default 0: flags untouched)")
+    n.add_argument("--seed", type=int, default=0, help="seed of both noise draws (each has its own stream)")
     n.set_defaults(func=_noise)
 
     s = ds.add_parser("stats", help="counts per (h_w, h_l) bucket, flips, noise swaps")
@@ -92,7 +97,11 @@ def _flip(args: argparse.Namespace) -> int:
 def _noise(args: argparse.Namespace) -> int:
     res = _read(args)
     records, idx = inject_noise(res.records, args.eps, args.seed)
-    return _finish(args, records, res, "data.noise", {"input": args.input, "eps": args.eps, "seed": args.seed})
+    config = {"input": args.input, "eps": args.eps, "seed": args.seed}
+    if args.delta > 0:  # delta 0 leaves the rows exactly as order noise wrote them (no h_w_true columns)
+        records, n_flags = inject_judge_noise(records, args.delta, args.seed)
+        config.update(delta=args.delta, judge_flags_flipped=n_flags)
+    return _finish(args, records, res, "data.noise", config)
 
 
 @_guard

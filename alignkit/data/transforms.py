@@ -19,6 +19,10 @@ def swap_pair(record: dict) -> dict:
     if "h_w" in record or "h_l" in record:
         out["h_w"], out["h_l"] = record.get("h_l"), record.get("h_w")
         out = {k: v for k, v in out.items() if not (k in ("h_w", "h_l") and v is None)}
+    if "h_w_true" in record:  # judge-noise records (inject_judge_noise): the true flags travel with their responses
+        out["h_w_true"], out["h_l_true"] = record["h_l_true"], record["h_w_true"]
+        noise = record["judge_noise"]
+        out["judge_noise"] = {"h_w": noise["h_l"], "h_l": noise["h_w"]}
     return out
 
 
@@ -89,3 +93,32 @@ def bucket_stats(records: list[dict]) -> dict[str, Any]:
         "conversational": sum(1 for r in records if isinstance(r.get("chosen"), list)),
         "delta_h_1": sum(1 for r in records if r.get("h_l", 0) - r.get("h_w", 0) == 1),
     }
+
+
+def inject_judge_noise(records: list[dict], delta: float, seed: int) -> tuple[list[dict], int]:
+    """Simulate an imperfect hallucination judge: flip each ``h_w`` and each ``h_l`` flag independently with
+    probability ``delta`` (one seeded draw per flag, in row order).
+
+    Unlike :func:`inject_noise` (which swaps whole pairs, flags included), this corrupts only the labels a
+    flag-reading method such as F-DPO sees. Every returned row keeps its original flags in ``h_w_true``/``h_l_true``
+    and records which flags were flipped in ``judge_noise`` (``{"h_w": bool, "h_l": bool}``). Returns the rows and
+    the number of flags flipped. Rows must carry both flags; applying it twice is refused (the noise would compound).
+    """
+    if not 0.0 <= delta <= 1.0:
+        raise ValueError(f"delta must be in [0, 1], got {delta}")
+    # Its own stream: the same seed gives the same order-noise swaps whatever delta is, and vice versa.
+    rng = random.Random(f"judge-noise:{seed}")
+    out, n_flipped = [], 0
+    for i, r in enumerate(records):
+        if "h_w" not in r or "h_l" not in r:
+            raise ValueError(f"row {i}: judge noise needs both h_w and h_l")
+        if "h_w_true" in r or "h_l_true" in r:
+            raise ValueError(f"row {i}: judge noise was already applied (h_w_true/h_l_true present)")
+        flip_w, flip_l = rng.random() < delta, rng.random() < delta
+        s = dict(r)
+        s["h_w_true"], s["h_l_true"] = int(r["h_w"]), int(r["h_l"])
+        s["h_w"], s["h_l"] = int(r["h_w"]) ^ flip_w, int(r["h_l"]) ^ flip_l
+        s["judge_noise"] = {"h_w": flip_w, "h_l": flip_l}
+        n_flipped += flip_w + flip_l
+        out.append(s)
+    return out, n_flipped
