@@ -205,6 +205,9 @@ def test_recipe_check_knows_the_trl_and_handbook_keys(tmp_path):
 def test_normalise_row_leaves_alignkit_records_alone():
     record = {"prompt": "p", "chosen": "a", "rejected": "b", "h_w": 0, "h_l": 1, "id": "x"}
     assert normalise_row(record) == record
+    # a string prompt beside completions that do not repeat it: nothing to extract, kept as given
+    answers = {"chosen": [{"role": "assistant", "content": "a"}], "rejected": [{"role": "assistant", "content": "b"}]}
+    assert normalise_row({"prompt": "p", **answers}) == {"prompt": "p", **answers}
     assert normalise_row({**record, "h_w": None}) == {k: v for k, v in record.items() if k != "h_w"}
 
 

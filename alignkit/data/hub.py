@@ -37,7 +37,8 @@ MISSING_FLAGS = ("error", "zero")
 # Fields a `columns` mapping may fill (the record's keys, schema.py).
 MAPPABLE_FIELDS = ("prompt", "chosen", "rejected", "h_w", "h_l", "flipped", "id", "source")
 # Local data files and the `datasets` builder that reads them.
-FILE_BUILDERS = {".parquet": "parquet", ".jsonl": "json", ".json": "json", ".gz": "json", ".csv": "csv"}
+FILE_BUILDERS = {".parquet": "parquet", ".jsonl": "json", ".json": "json", ".jsonl.gz": "json", ".json.gz": "json",
+                 ".csv": "csv", ".csv.gz": "csv"}
 _FLAGS_HINT = ("plain DPO data has no hallucination flags: use a dpo-family loss_type (dpo, cdpo, rdpo, ipo), or set "
                "missing_flags: zero to train F-DPO with every unflagged pair counted as Δh = 0")
 
@@ -96,10 +97,13 @@ def normalise_row(row: Mapping[str, Any], *, columns: Mapping[str, str] | None =
     if implicit and isinstance(record.get("chosen"), (str, list)) and isinstance(record.get("rejected"), (str, list)):
         from trl.data_utils import maybe_extract_prompt
 
-        record.update(maybe_extract_prompt({k: record[k] for k in ("prompt", "chosen", "rejected") if k in record}))
-        if not record["prompt"]:
+        split = maybe_extract_prompt({k: record[k] for k in ("prompt", "chosen", "rejected") if k in record})
+        if split["prompt"]:
+            record.update(split)
+        elif "prompt" not in record:
             raise DataError("no prompt column, and chosen and rejected share no leading text or messages to take "
                             "it from (TRL's extract_prompt)", field="prompt")
+        # else: a string prompt beside completions that do not repeat it; kept as given
     for name in FLAG_FIELDS:
         if isinstance(record.get(name), bool):
             record[name] = int(record[name])
@@ -127,9 +131,10 @@ def load_source(source: HubSource):
         if source.streaming:
             ds = ds.to_iterable_dataset()
     elif local.is_file():
-        builder = FILE_BUILDERS.get(local.suffix)
+        suffix = "".join(local.suffixes[-2:]) if local.suffix == ".gz" else local.suffix
+        builder = FILE_BUILDERS.get(suffix)
         if builder is None:
-            raise ValueError(f"{source.path}: unknown data file type {local.suffix!r} (known: {sorted(FILE_BUILDERS)})")
+            raise ValueError(f"{source.path}: unknown data file type {suffix!r} (known: {sorted(FILE_BUILDERS)})")
         if source.split != "train":
             raise ValueError(f"{source.path}: a single data file has one split, 'train'; got {source.split!r} (name "
                              "several files by split with data_files: {SPLIT: FILE})")
