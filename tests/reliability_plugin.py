@@ -3,8 +3,8 @@
 Tests that inject a fault or feed bad input take the ``reliability_log`` fixture and record what they exercised,
 with the row counts they measured. Every such test is tagged ``reliability`` at collection, so
 ``pytest -m reliability`` runs exactly them. With ``--reliability-report PATH`` the plugin writes, at the end of the
-session, one JSON entry per tagged test: its pytest outcome (passed, failed, skipped with the reason) and its
-records — a failing or skipped case is listed as such, never dropped. Without the option nothing is written: the test
+session, one JSON entry per tagged test collected: its pytest outcome (passed, failed, skipped with the reason,
+deselected, not run) and its records — a failing, skipped or deselected case is listed as such, never dropped. Without the option nothing is written: the test
 suite never rewrites a tracked file. ``scripts/reliability_report.py`` runs the tagged tests and renders the table.
 """
 
@@ -60,11 +60,18 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "reliability: a fault-injection or bad-input case (uses reliability_log)")
 
 
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         if "reliability_log" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.reliability)
             _ENTRIES.setdefault(item.nodeid, {"test": item.nodeid, "outcome": "not run", "reason": "", "records": []})
+
+
+def pytest_deselected(items: list[pytest.Item]) -> None:
+    for item in items:  # a tagged case left out by -m/-k is listed as such, not dropped
+        if item.nodeid in _ENTRIES:
+            _ENTRIES[item.nodeid]["outcome"] = "deselected"
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
@@ -87,7 +94,6 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     path = session.config.getoption("--reliability-report")
     if not path:
         return
-    selected = {item.nodeid for item in session.items}  # deselected tests (-k/-m) are not part of this run
-    entries = [e for nodeid, e in sorted(_ENTRIES.items()) if nodeid in selected]
+    entries = [e for _, e in sorted(_ENTRIES.items())]
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(entries, indent=1, sort_keys=True) + "\n")

@@ -32,6 +32,10 @@ def test_needs_gpu(reliability_log):
 
 def test_untagged():
     pass
+
+@pytest.mark.gpu
+def test_on_gpu_only(reliability_log):
+    reliability_log.record("fault", "gpu", "never runs here")
 '''
 
 
@@ -42,12 +46,15 @@ def test_plugin_and_script_measure_and_list_every_outcome(tmp_path):
     doc = REPO / "docs" / "reliability.md"
     before = doc.stat().st_mtime_ns if doc.exists() else None
     p = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "reliability_plugin", "-p", "no:cacheprovider",
-                        "-m", "reliability", f"--reliability-report={report}", str(tmp_path / "test_sample.py"),
+                        "-m", "reliability and not gpu", f"--reliability-report={report}",
+                        str(tmp_path / "test_sample.py"),
                         "--rootdir", str(tmp_path)], cwd=tmp_path, env=env, capture_output=True, text=True,
                        timeout=120)
     assert p.returncode == 1, p.stdout + p.stderr  # one failure
     entries = {e["test"].split("::")[-1]: e for e in json.loads(report.read_text())}
-    assert set(entries) == {"test_counts", "test_static", "test_breaks", "test_needs_gpu"}  # untagged: deselected
+    # untagged tests are not cases; a tagged one left out by -m is listed as deselected
+    assert set(entries) == {"test_counts", "test_static", "test_breaks", "test_needs_gpu", "test_on_gpu_only"}
+    assert entries["test_on_gpu_only"]["outcome"] == "deselected" and not entries["test_on_gpu_only"]["records"]
     assert entries["test_counts"]["outcome"] == "passed"
     assert entries["test_counts"]["records"][0]["rows_lost"] == 1  # 10 - (7 + 2), measured
     assert entries["test_static"]["records"][0]["rows_lost"] is None  # no rows moved: n/a, not 0
@@ -62,6 +69,7 @@ def test_plugin_and_script_measure_and_list_every_outcome(tmp_path):
     assert "| bad input (skip mode) | lossy | one row vanished | passed | — | 10 | 7 | 2 | n/a | 1 |" in md
     assert "| fault | half done | recorded, then failed | failed: " in md
     assert "| (not recorded) | test_needs_gpu | — | skipped: " in md and "no GPU here" in md
+    assert "| (not recorded) | test_on_gpu_only | — | deselected |" in md
     assert "| security | scan | clean | passed | — | n/a | n/a | n/a | n/a | n/a |" in md
     assert "**lost 1**" in md
     assert (doc.stat().st_mtime_ns if doc.exists() else None) == before  # only --publish writes docs/
