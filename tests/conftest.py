@@ -37,4 +37,3 @@ def tiny_model() -> str:
     from alignkit.models import build_tiny_llama
 
     return str(build_tiny_llama())
-
