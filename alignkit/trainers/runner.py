@@ -259,10 +259,11 @@ def run_preference(trainer_cls, script_args, training_args, model_args, callback
         checkpoint = resolve_checkpoint(training_args.resume_from_checkpoint, str(out_dir))
     if checkpoint:
         changes = check_resume(checkpoint, fp_config, force=getattr(script_args, "resume", False))
-        if changes:
+        if changes and main:
             logger.warning("resume: continuing from %s although its configuration differs:\n%s", checkpoint,
                            "\n".join(f"  {c}" for c in changes))
-        logger.warning("resuming from %s", Path(checkpoint).name)
+        if main:  # once, not once per rank
+            logger.warning("resuming from %s", Path(checkpoint).name)
     callbacks = [*(callbacks or []), fingerprint_callback(fp_config)]
 
     if training_args.model_init_kwargs is None:
