@@ -22,7 +22,7 @@ from alignkit.resources import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
-DATASETS = ("truthfulqa", "icl", "consistency", "sycon")
+DATASETS = ("truthfulqa", "icl", "consistency", "sycon", "preference")
 # Spelled in pieces so that this file does not match its own search.
 OUTSIDE = re.compile(r"\.\./" + "shared|/work/" + "shared|ALIGNKIT_" + "SHARED_DATA|\\bshared" + r"/(data|docs)\b|"
                      r"[\"']shared[\"'] */ *[\"']data")
@@ -78,6 +78,7 @@ def test_licence_texts_ship_where_upstream_has_one():
     root = REPO / "alignkit" / "resources" / "data"
     assert "Apache License" in (root / "truthfulqa" / "LICENSE").read_text()
     assert "MIT License" in (root / "sycon" / "LICENSE").read_text()
+    assert "MIT License" in (root / "preference" / "hh-rlhf" / "LICENSE").read_text()
     assert "Apache License" in (root / "consistency" / "promptsource_templates" / "LICENSE").read_text()
 
 
@@ -104,7 +105,7 @@ def test_names_resolve_in_the_checkout():
     assert "factworld" in list_builder_configs()
     with pytest.raises(FileNotFoundError, match="did you mean smollm2-135m/fdpo"):
         recipe_path("smollm2-135m/fdp")
-    with pytest.raises(FileNotFoundError, match="not found in .*datasets there: consistency, icl, sycon, truthfulqa"):
+    with pytest.raises(FileNotFoundError, match="not found in .*datasets there: consistency, icl, preference, sycon, truthfulqa"):
         data_path("truthfulqa/nope.csv")
 
 
