@@ -27,7 +27,49 @@ def register(subparsers: argparse._SubParsersAction, name: str, help_text: str) 
     p.add_argument("--backend-option", action="append", default=[], metavar="KEY=VALUE",
                    help="backend option (VALUE parsed as YAML), e.g. tensor_parallel_size=4 or lora_mode=request")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument("--list-tasks", action="store_true", help="list the registered tasks (name, version) and exit")
+    p.add_argument("--include-path", action="append", default=[], metavar="DIR",
+                   help="register the tasks defined in DIR/*.py (classes decorated with register_task), as "
+                        "lm-eval's --include_path does; repeatable")
+    p.add_argument("--output-format", action="append", default=[], choices=("alignkit", "lm-eval"),
+                   help="also write lm-evaluation-harness's results layout (OUT/lm_eval/<label>/results.json); "
+                        "alignkit's own results.json is always written")
+    p.add_argument("--report-to", action="append", default=[], choices=("tensorboard", "wandb", "trackio"),
+                   help="log every task's metrics and the report table to a tracker (repeatable; "
+                        "pip install 'alignkit[track]')")
     p.set_defaults(func=main)
+
+
+def include_tasks(folders: list[str]) -> list[str]:
+    """Import every ``*.py`` in each folder so its ``@register_task`` classes join the registry; returns the names
+    registered. A name that is already registered is refused by ``register_task``."""
+    import importlib.util
+
+    from alignkit.evals.tasks import TASKS
+
+    before = set(TASKS)
+    for folder in folders:
+        d = Path(folder)
+        if not d.is_dir():
+            raise FileNotFoundError(f"--include-path {folder}: not a directory")
+        for path in sorted(d.glob("*.py")):
+            name = f"alignkit_user_tasks.{d.resolve().name}.{path.stem}"
+            spec = importlib.util.spec_from_file_location(name, path)
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[name] = module
+            spec.loader.exec_module(module)
+    return sorted(set(TASKS) - before)
+
+
+def list_tasks() -> int:
+    """One line per registered task: name, version and the first line of its docstring."""
+    from alignkit.evals.tasks import TASKS
+
+    for name in sorted(TASKS):
+        cls = TASKS[name]
+        doc = (cls.__doc__ or "").strip().splitlines()
+        print(f"{name:<26} v{cls.version:<3} {doc[0] if doc else ''}")
+    return 0
 
 
 def default_out_dir(suite_name: str) -> Path:
@@ -53,6 +95,10 @@ def main(args: argparse.Namespace) -> int:
     from alignkit.evals.runner import Suite, parse_model, run_suite
     from alignkit.resources import suite_path
 
+    if args.include_path:
+        include_tasks(args.include_path)
+    if args.list_tasks:
+        return list_tasks()
     if args.list_suites:
         return list_suites()
     if not args.suite:
@@ -73,6 +119,21 @@ def main(args: argparse.Namespace) -> int:
     models = [parse_model(m, args.adapter_base) for m in (args.model or ["base=smollm2-135m-instruct"])]
     out = Path(args.out) if args.out else default_out_dir(suite.name)
     results = run_suite(suite, models, out, backend=args.backend, limit=args.limit, progress=not args.no_progress)
-    print((out / "report.md").read_text(encoding="utf-8"))
+    report_md = (out / "report.md").read_text(encoding="utf-8")
+    print(report_md)
     print(f"wrote {out / 'results.json'}, {out / 'report.md'} and {out / 'plots'} ({len(results)} task results)")
+    if "lm-eval" in args.output_format or args.report_to:
+        import json
+
+        doc = json.loads((out / "results.json").read_text(encoding="utf-8"))
+        if "lm-eval" in args.output_format:
+            from alignkit.evals.lm_eval_format import write_lm_eval_results
+
+            for path in write_lm_eval_results(doc, out):
+                print(f"wrote {path} (lm-evaluation-harness layout)")
+        if args.report_to:
+            from alignkit.evals.tracking import report_results
+
+            for where in report_results(doc, report_md, out, list(dict.fromkeys(args.report_to))):
+                print(f"logged to {where}")
     return 0

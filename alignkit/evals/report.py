@@ -19,11 +19,13 @@ SCHEMA_VERSION = 1
 
 
 def results_document(results: list[TaskResult], *, suite: dict[str, Any] | None = None,
-                     models: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+                     models: list[dict[str, Any]] | None = None,
+                     provenance: dict[str, Any] | None = None) -> dict[str, Any]:
     """The ``results.json`` content. Schema v1: ``{schema_version, suite, models: [{label, base, adapter}],
     results: [{task, version, model, metrics: {name: {value, ci_low, ci_high, n, higher_is_better}}, extra,
-    items_file}]}``."""
-    return {
+    items_file}], provenance}`` (``provenance``: see ``alignkit.evals.provenance``; absent when not given)."""
+    doc = {} if provenance is None else {"provenance": provenance}
+    return doc | {
         "schema_version": SCHEMA_VERSION,
         "suite": suite or {},
         "models": models or [],
@@ -117,7 +119,8 @@ def plot_metric_bars(results: list[TaskResult], out_dir: Path) -> list[Path]:
 
 
 def write_report(results: list[TaskResult], out_dir: str | Path, *, suite: dict[str, Any] | None = None,
-                 models: list[dict[str, Any]] | None = None, title: str = "alignkit eval report") -> dict[str, Path]:
+                 models: list[dict[str, Any]] | None = None, title: str = "alignkit eval report",
+                 provenance: dict[str, Any] | None = None) -> dict[str, Path]:
     """Write results.json, report.md, items/*.jsonl and plots/*.png under ``out_dir`` (each file atomically)."""
     out = Path(out_dir)
     plots_dir = out / "plots"
@@ -125,7 +128,8 @@ def write_report(results: list[TaskResult], out_dir: str | Path, *, suite: dict[
     for r in results:
         atomic_write_text(out / "items" / f"{r.task}__{r.model}.jsonl",
                           "".join(dumps_line(it) + "\n" for it in r.items))
-    atomic_write_json(out / "results.json", results_document(results, suite=suite, models=models))
+    atomic_write_json(out / "results.json", results_document(results, suite=suite, models=models,
+                                                                provenance=provenance))
     plots = plot_metric_bars(results, plots_dir)
     for task in dict.fromkeys(r.task for r in results):
         if task in TASKS:
