@@ -63,6 +63,7 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=None, help="validation examples (default: all 277)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="recipe override for every variant (e.g. a smaller configuration); stated in the doc")
+    ap.add_argument("--note", default=None, help="a sentence for the doc, e.g. why a smaller configuration was used")
     ap.add_argument("--readme-only", action="store_true", help="only copy the doc's table into the README")
     args = ap.parse_args()
     if args.readme_only:
@@ -134,7 +135,7 @@ def write_doc(args: Any, recipe: dict, overrides: dict, info: dict, results: dic
     steps = first.get("global_step")
     threshold = recipe.get("collapse_threshold", 0.9)
     cmd = "scripts/f2c_result.py" + "".join(f" --set {shlex.quote(s)}" for s in args.set) + (
-        f" --limit {args.limit}" if args.limit else "")
+        f" --limit {args.limit}" if args.limit else "") + (" --note …" if args.note else "")
     lines = [
         "# F²C on RTE with SmolLM2-135M-Instruct: held-out prompt formats, before and after",
         "",
@@ -156,7 +157,7 @@ def write_doc(args: Any, recipe: dict, overrides: dict, info: dict, results: dic
         lines += ["", "**Smaller configuration than the recipe** (CPU time): "
                   + ", ".join(f"`{k}: {v}`" for k, v in overrides.items())
                   + ". The full configuration: `flock /tmp/alignkit-heavy.lock .venv/bin/python "
-                  "scripts/f2c_result.py`."]
+                  "scripts/f2c_result.py --limit 80`." + (f" {args.note}" if args.note else "")]
     head = TABLE_HEAD + "".join(f" {lb} | Δ |" for lb in labels)
     lines += ["", head, "|---|---:|" + "---:|---:|" * len(labels)]
     for name, key in ROWS:
