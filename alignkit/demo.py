@@ -16,7 +16,6 @@ Reruns resume: finished training runs (their ``metrics.json``) and cached eval i
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import shutil
@@ -57,16 +56,6 @@ PRESETS = {
     "full": DemoPreset(n_train=64, n_test=60, max_steps=16, tqa_questions=24, pushback_items=12, icl_queries=16),
     "quick": DemoPreset(n_train=16, n_test=16, max_steps=4, tqa_questions=6, pushback_items=4, icl_queries=8),
 }
-
-
-def register(sub: argparse._SubParsersAction, name: str, help_text: str) -> None:
-    p = sub.add_parser(name, help=help_text, description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="the smaller run (≤ 8 minutes on 2 cores)")
-    p.add_argument("--output", default="demo_out", help="output folder (default demo_out)")
-    p.add_argument("--backend", default=None, choices=("vllm", "hf"), help="eval backend (default: the suite's, vllm)")
-    p.add_argument("--no-readme", action="store_true", help="do not rewrite the README's demo section")
-    p.set_defaults(func=lambda a: run_demo(a.output, quick=a.quick, backend=a.backend,
-                                           write_readme=not a.quick and not a.no_readme) and 0)
 
 
 def _log(msg: str) -> None:

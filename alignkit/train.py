@@ -8,7 +8,6 @@ The ``trainer`` key picks the trainer module from :data:`TRAINERS`; each module 
 
 from __future__ import annotations
 
-import importlib
 import os
 import sys
 from collections.abc import Mapping
@@ -19,8 +18,10 @@ from typing import Any
 import yaml
 
 from alignkit.data.hub import HubDataArguments
+from alignkit.registry import Registry
 
-TRAINERS: dict[str, str] = {"fdpo": "alignkit.trainers.fdpo", "f2c": "alignkit.trainers.f2c"}
+# name -> trainer module (``CONFIG_CLASS`` + ``run``), imported on first use
+TRAINERS = Registry("trainer", {"fdpo": "alignkit.trainers.fdpo", "f2c": "alignkit.trainers.f2c"})
 
 
 @dataclass
@@ -95,7 +96,7 @@ def trainer_module(name: str):
     """Import the trainer module registered as ``name``."""
     if name not in TRAINERS:
         raise ValueError(f"unknown trainer {name!r}; choose from {sorted(TRAINERS)}")
-    return importlib.import_module(TRAINERS[name])
+    return TRAINERS[name]
 
 
 def load_recipe(path: str | Path, *, check: bool = False, overrides: dict[str, Any] | None = None) -> dict[str, Any]:

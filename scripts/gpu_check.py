@@ -34,7 +34,7 @@ def local_models(limit: int) -> list[str]:
 
 
 def run(trainer: str, zero: str, model: str, steps: int, work: Path) -> dict:
-    from alignkit.trainers.cli import launch_command
+    from alignkit.cli.train import launch_command
 
     out = work / f"{trainer}-{zero}-{abs(hash(model)) % 10**6}"
     common = {"model_name_or_path": model, "output_dir": str(out), "max_steps": steps, "bf16": True,

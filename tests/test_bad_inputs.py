@@ -202,7 +202,7 @@ def test_every_shipped_builder_config_passes_the_type_check():
 
     import yaml
 
-    from alignkit.builders.cli import BUILDERS
+    from alignkit.builders import BUILDER_TARGETS as BUILDERS
     from alignkit.builders.common import _fits
 
     import typing

@@ -7,7 +7,7 @@ import json
 import pytest
 import yaml
 
-from alignkit.builders.cli import resolve
+from alignkit.builders import resolve
 from alignkit.builders.consistency import ConsistencyBuildConfig, build_consistency, load_templates, render
 
 

@@ -16,7 +16,7 @@ import pytest
 import torch
 import yaml
 
-from alignkit.trainers.cli import launch_command
+from alignkit.cli.train import launch_command
 
 REPO = Path(__file__).resolve().parents[1]
 STEPS = 8

@@ -59,7 +59,7 @@ def test_shipped_suites_pass_the_checks():
     ("../../x", "x"), ("/etc/passwd", "etc_passwd"), ("..", "suite"), ("quick", "quick"), ("a b/c", "a_b_c"),
 ])
 def test_default_out_dir_stays_under_runs_eval(name, expected, tmp_path):
-    from alignkit.evals.cli import default_out_dir
+    from alignkit.cli.eval import default_out_dir
 
     out = default_out_dir(name)
     assert out == Path("runs") / "eval" / expected

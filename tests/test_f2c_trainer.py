@@ -145,7 +145,7 @@ def test_two_process_zero3_f2c(tiny_model, tmp_path, shared_data):
               "dataloader_pin_memory": False, "lr_scheduler_type": "constant"}
     recipe_path = tmp_path / "recipe.yaml"
     recipe_path.write_text(yaml.safe_dump(recipe), encoding="utf-8")
-    from alignkit.trainers.cli import launch_command
+    from alignkit.cli.train import launch_command
 
     cmd = launch_command(str(recipe_path), str(REPO / "accelerate_configs" / "zero3.yaml"), num_processes=2, cpu=True)
     env = dict(os.environ, OMP_NUM_THREADS="1", TQDM_DISABLE="1")

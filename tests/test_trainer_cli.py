@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from alignkit.cli import main
-from alignkit.trainers.cli import launch_command
+from alignkit.cli.train import launch_command
 
 
 def test_launch_command_wraps_accelerate_and_the_train_module():
@@ -74,7 +74,7 @@ def _write_recipe(tmp_path, tiny_model, rows: list[dict] | None = None, **fields
 
 
 def _no_launch(monkeypatch):
-    import alignkit.trainers.cli as tcli
+    import alignkit.cli.train as tcli
 
     launched = []
     monkeypatch.setattr(tcli, "run_launch", lambda cmd: launched.append(cmd) or 0)

@@ -3,64 +3,29 @@
 from __future__ import annotations
 
 import dataclasses
-import types
-import typing
+from functools import partial
 from typing import Any, TypeVar
+
+from alignkit.config import load_config, matches, type_name
 
 T = TypeVar("T")
 
-
-def _fits(value: Any, tp: Any) -> bool:
-    """Whether a YAML-loaded ``value`` fits the annotation ``tp``. Strict where YAML is treacherous: ``"0.3"`` is
-    not a float, ``true`` is not an int. A plain string passes for a list field because several configs accept
-    one path or name for a one-item list (their ``__post_init__`` wraps it)."""
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if tp is Any:
-        return True
-    if origin in (typing.Union, types.UnionType):
-        return any(_fits(value, a) for a in args)
-    if tp is type(None):
-        return value is None
-    if origin is typing.Literal:
-        return value in args
-    if tp is bool:
-        return isinstance(value, bool)
-    if tp is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if tp is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if tp is str:
-        return isinstance(value, str)
-    if tp in (list, tuple) or origin in (list, tuple):
-        if isinstance(value, str):
-            return not args or args[0] is str
-        return isinstance(value, (list, tuple)) and (not args or all(_fits(v, args[0]) for v in value))
-    if tp is dict or origin is dict:
-        return isinstance(value, dict)
-    return True  # an annotation this checker does not know: the dataclass validates it
-
-
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) if not typing.get_args(tp) else str(tp).replace("typing.", "")
+# Strict where YAML is treacherous: ``"0.3"`` is not a float, ``true`` is not an int; list items are checked, and a
+# plain string passes for a ``list[str]`` field because several configs accept one path or name for a one-item list
+# (their ``__post_init__`` wraps it).
+_fits = partial(matches, strict_lists=True)
+_type_name = type_name
 
 
 def config_from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "config") -> T:
-    """Build the dataclass ``cls`` from ``data``, checked like a recipe: an unknown key or a value of the wrong type
-    (``rho: "0.3"``) is a ``ValueError`` naming the field, before the builder reads any data."""
-    data = dict(data or {})
-    known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ValueError(f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; known: {', '.join(sorted(known))}")
-    hints = typing.get_type_hints(cls)
-    for key, value in data.items():
-        tp = hints.get(key, Any)
-        if not _fits(value, tp):
-            raise ValueError(f"{where}: field {key}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
-    try:
-        return cls(**data)
-    except TypeError as e:
-        raise ValueError(f"{where}: {e}") from None
+    """Build the dataclass ``cls`` from ``data`` with :func:`alignkit.config.load_config`: an unknown key or a value
+    of the wrong type (``rho: "0.3"``) is a ``ValueError`` naming the field, before the builder reads any data.
+    (``alignkit build`` checks the YAML file itself first, so its errors also carry the file's line.)"""
+    return load_config(cls, dict(data or {}), what=where, unknown=BUILDER_UNKNOWN_KEY, strict_lists=True)
+
+
+# the message for a key a builder's config class does not declare
+BUILDER_UNKNOWN_KEY = "unknown key(s) {key!r}{hint}; known: {known}"
 
 
 def config_dict(config: Any) -> dict[str, Any]:

@@ -199,7 +199,7 @@ CONFIG_CLASS = ConsistencyBuildConfig
 
 
 def main(config: dict[str, Any], *, progress: bool = True) -> dict[str, Any]:
-    """``alignkit build consistency`` entry (registry contract in alignkit/builders/cli.py)."""
+    """``alignkit build consistency`` entry (registry contract in alignkit/builders/__init__.py)."""
     from alignkit.builders.common import config_from_dict
 
     return build_consistency(config_from_dict(ConsistencyBuildConfig, config))

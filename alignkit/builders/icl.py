@@ -335,5 +335,5 @@ CONFIG_CLASS = ICLSetConfig
 
 
 def main(config: dict, *, progress: bool = True) -> dict[str, Any]:
-    """``alignkit build icl`` entry point (registry contract in alignkit.builders.cli)."""
+    """``alignkit build icl`` entry point (registry contract in alignkit.builders)."""
     return build_icl(config_from_dict(ICLSetConfig, config, "icl config"), progress=progress)

@@ -283,5 +283,5 @@ CONFIG_CLASS = SycophancySetConfig
 
 
 def main(config: dict, *, progress: bool = True) -> dict[str, Any]:
-    """``alignkit build sycophancy`` entry point (registry contract in alignkit.builders.cli)."""
+    """``alignkit build sycophancy`` entry point (registry contract in alignkit.builders)."""
     return build_sycophancy(config_from_dict(SycophancySetConfig, config, "sycophancy config"), progress=progress)

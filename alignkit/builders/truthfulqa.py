@@ -260,5 +260,5 @@ CONFIG_CLASS = TruthfulQAPairsConfig
 
 
 def main(config: dict, *, progress: bool = True) -> dict[str, Any]:
-    """``alignkit build truthfulqa-pairs`` entry point (registry contract in alignkit.builders.cli)."""
+    """``alignkit build truthfulqa-pairs`` entry point (registry contract in alignkit.builders)."""
     return build_truthfulqa_pairs(config_from_dict(TruthfulQAPairsConfig, config, "truthfulqa-pairs config"), progress=progress)

@@ -6,14 +6,13 @@ task, version, model and item) so a rerun after a crash continues where it stopp
 
 from __future__ import annotations
 
-import os
-import typing
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar
 
 from alignkit.evals.backends.base import Backend, ModelSpec
+from alignkit.registry import Registry
 from alignkit.utils import cache_key
 
 
@@ -55,25 +54,11 @@ class Task(ABC):
     def check_config(cls, config: dict[str, Any], where: Callable[[str], str] | None = None) -> None:
         """Raise ``ValueError("WHERE: field KEY: ...")`` for an unknown or wrongly typed option; ``where(key)`` gives
         the location (``suite.yaml:LINE``; default: the task name)."""
-        import difflib
-
-        from alignkit.trainers.recipe import _matches, _type_name
+        from alignkit.config import check_fields
 
         where = where or (lambda key: f"task {cls.name}")
-        known = {**COMMON_OPTIONS, **cls.options}
-        for key, value in config.items():
-            if key not in known:
-                close = difflib.get_close_matches(key, list(known), n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(sorted(known))})"
-                raise ValueError(f"{where(key)}: field {key}: unknown option of task {cls.name!r}{hint}")
-            if isinstance(value, os.PathLike):  # a Path given from Python is a path string
-                value = os.fspath(value)
-            if not _matches(value, known[key]):
-                tp = known[key]
-                expected = ("one of " + ", ".join(map(repr, typing.get_args(tp)))
-                            if typing.get_origin(tp) is typing.Literal else _type_name(tp))
-                raise ValueError(f"{where(key)}: field {key}: expected {expected}, got {type(value).__name__} "
-                                 f"{value!r}")
+        check_fields(config, {**COMMON_OPTIONS, **cls.options}, where,
+                     unknown=f"unknown option of task {cls.name!r}{{hint}}", list_known=True)
 
     def item_key(self, *parts: Any) -> str:
         """A cache key for one item: the task's name and version (a new version never reads old results), then
@@ -93,17 +78,14 @@ class Task(ABC):
         return []
 
 
-TASKS: dict[str, type[Task]] = {}
+# name -> Task class (alignkit.registry: a second task under a taken name is refused)
+TASKS: Registry = Registry("task")
 
 
 def register_task(cls: type[Task]) -> type[Task]:
-    if cls.name in TASKS:
-        raise ValueError(f"task {cls.name!r} registered twice")
-    TASKS[cls.name] = cls
-    return cls
+    """Class decorator: register ``cls`` under ``cls.name``."""
+    return TASKS.register(cls.name, cls)
 
 
 def get_task(name: str, **config: Any) -> Task:
-    if name not in TASKS:
-        raise KeyError(f"unknown task {name!r}; known: {sorted(TASKS)}")
-    return TASKS[name](**config)
+    return TASKS[name](**config)  # an unknown name: KeyError (alignkit.registry.UnknownName) listing the known ones

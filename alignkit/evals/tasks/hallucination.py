@@ -105,12 +105,11 @@ def is_hallucinated(judgement: dict[str, Any]) -> float | None:
 def check_builder(spec: dict[str, Any], where: Callable[[str], str]) -> None:
     """A ``builder:`` spec is checked like a recipe: its keys against ``build_factworld``'s parameters, their types
     against its annotations (``rho: "0.3"`` is an error naming the field, not a TypeError deep in the builder)."""
-    import difflib
     import inspect
     import typing
 
     from alignkit.builders.factworld import build_factworld
-    from alignkit.trainers.recipe import _matches, _type_name
+    from alignkit.config import did_you_mean, matches, type_name
 
     name = spec.get("name", "factworld")
     if name != "factworld":
@@ -121,11 +120,10 @@ def check_builder(spec: dict[str, Any], where: Callable[[str], str]) -> None:
         if key == "name":
             continue
         if key not in params:
-            close = difflib.get_close_matches(key, params, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(params)})"
+            hint = did_you_mean(key, params) or f" (known: {', '.join(params)})"
             raise ValueError(f"{where('builder.' + key)}: field builder.{key}: unknown factworld option{hint}")
-        if not _matches(value, hints.get(key, Any)):
-            raise ValueError(f"{where('builder.' + key)}: field builder.{key}: expected {_type_name(hints[key])}, "
+        if not matches(value, hints.get(key, Any)):
+            raise ValueError(f"{where('builder.' + key)}: field builder.{key}: expected {type_name(hints[key])}, "
                              f"got {type(value).__name__} {value!r}")
     if "n_test" not in spec:
         raise ValueError(f"{where('builder')}: field builder.n_test: the number of held-out items is required")

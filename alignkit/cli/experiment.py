@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 
-import yaml
+from alignkit.cli.common import add_set_argument, overrides
 
 
 def register(sub: argparse._SubParsersAction, name: str, help_text: str) -> None:
@@ -15,32 +14,19 @@ def register(sub: argparse._SubParsersAction, name: str, help_text: str) -> None
     n = es.add_parser("noise-sweep", help="preference accuracy and hallucination vs order noise ε and judge noise δ, "
                                           "per method, over seeds (resumable)")
     n.add_argument("--config", default="recipes/experiments/noise-sweep-cpu.yaml", help="experiment YAML")
-    n.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key (VALUE parsed as YAML), e.g. --set seeds=[0]")
+    add_set_argument(p=n, help_text="override a config key (VALUE parsed as YAML), e.g. --set seeds=[0]; repeatable")
     n.add_argument("--dry-run", action="store_true", help="check the config and print the run counts; train nothing")
     n.set_defaults(func=_noise_sweep)
 
 
 def load_config(path: str, sets: list[str]):
+    """The :class:`NoiseSweepConfig` of ``path`` with ``--set`` overrides, checked by :func:`alignkit.config.load_config`
+    (a bad key, type or value is a one-line error naming the file, line and field; exit 2)."""
+    from alignkit.config import load_config as load
     from alignkit.experiments.noise_sweep import NoiseSweepConfig
 
-    with open(path, encoding="utf-8") as fh:
-        raw = yaml.safe_load(fh) or {}
-    if not isinstance(raw, dict):
-        raise SystemExit(f"{path}: the experiment config must be a YAML mapping")
-    for item in sets:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"--set {item!r}: expected KEY=VALUE")
-        raw[key.strip()] = yaml.safe_load(value)
-    known = {f.name for f in dataclasses.fields(NoiseSweepConfig)}
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise SystemExit(f"{path}: unknown key(s) {unknown}; known: {sorted(known)}")
-    try:
-        return NoiseSweepConfig(**raw)
-    except (TypeError, ValueError) as e:
-        raise SystemExit(f"{path}: {e}") from e
+    return load(NoiseSweepConfig, path, overrides(sets), what="experiment config",
+                unknown="unknown key(s) {keys}{hint}")
 
 
 def _noise_sweep(args: argparse.Namespace) -> int:

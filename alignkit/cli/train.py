@@ -7,7 +7,8 @@ alignkit.train --config RECIPE.yaml`` (accelerate's launcher, in this process), 
 Without a visible CUDA device it adds ``--mixed_precision no`` and passes ``--use_cpu true`` to the workers, so N
 processes form a gloo group (DeepSpeed then uses its CPU accelerator). ``--set max_steps=5`` overrides a recipe field
 (passed on as ``--max_steps 5``). A worker that fails on a bad recipe, path or data leaves its one-line error for this
-launcher, which prints it once (not once per rank, and without the launcher's own traceback) and exits 1.
+launcher, which prints it once (not once per rank, and without the launcher's own traceback) and exits 1;
+``alignkit --debug train ...`` (``ALIGNKIT_DEBUG=1``) keeps the workers' tracebacks.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ import tempfile
 from pathlib import Path
 
 import yaml
+
+from alignkit.cli.common import UsageError, add_set_argument, error_line
+from alignkit.config import parse_overrides
 
 
 def launch_command(recipe: str, accelerate_config: str | None = None, num_processes: int | None = None,
@@ -44,17 +48,6 @@ def launch_command(recipe: str, accelerate_config: str | None = None, num_proces
             cmd += ["--multi_gpu"]
         train_args += ["--use_cpu", "true"]
     return cmd + train_args
-
-
-def _cli_value(text: str):
-    """A --set value as the TRL parser will type it: YAML, except that "1e-4" is a float here, not a string."""
-    value = yaml.safe_load(text)
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            pass
-    return value
 
 
 def run_launch(cmd: list[str]) -> int:
@@ -103,22 +96,18 @@ def _train(args: argparse.Namespace) -> int:
     try:  # a path, or a shipped recipe name (`alignkit recipes` lists them)
         args.recipe = str(recipe_path(args.recipe))
     except FileNotFoundError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        raise UsageError(str(exc)) from exc
     if args.accelerate_config and not Path(args.accelerate_config).is_file():
-        print(f"error: accelerate config {args.accelerate_config} not found", file=sys.stderr)
-        return 2
-    extra, overrides = [], {}
-    for item in args.set or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            print(f"error: --set wants KEY=VALUE, got {item!r}", file=sys.stderr)
-            return 2
-        extra += [f"--{key}", value]
-        overrides[key] = _cli_value(value)
+        raise UsageError(f"accelerate config {args.accelerate_config} not found")
+    overrides = parse_overrides(args.set, "--set")  # a malformed item is a usage error (exit 2)
+    extra: list[str] = []
+    for item in args.set:
+        key, _, raw = item.partition("=")
+        if "." in key:  # recipe fields are flat: TRL's parser could not receive a nested override
+            raise UsageError(f"--set {key.strip()}: recipe fields are top-level keys (no dotted paths)")
+        extra += [f"--{key.strip()}", raw]  # the workers' TRL parser types the raw text itself
     if args.overwrite and args.resume:
-        print("error: --overwrite (start over) and --resume (continue regardless) exclude each other", file=sys.stderr)
-        return 2
+        raise UsageError("--overwrite (start over) and --resume (continue regardless) exclude each other")
     for flag in ("overwrite", "resume"):
         if getattr(args, flag):
             extra += [f"--{flag}", "true"]
@@ -132,8 +121,7 @@ def _train(args: argparse.Namespace) -> int:
                  if k not in overrides}
         check_data(recipe, source=args.recipe, lines=lines)
     except (ValueError, OSError, yaml.YAMLError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        raise UsageError(error_line(exc)) from exc
     cmd = launch_command(args.recipe, args.accelerate_config, args.num_processes, extra)
     print("+ " + " ".join(cmd), flush=True)
     return run_launch(cmd)
@@ -144,7 +132,8 @@ def register(sub: argparse._SubParsersAction, name: str, help_text: str) -> None
     p.add_argument("recipe", help="recipe YAML, or a shipped recipe name such as smollm2-135m/fdpo (alignkit recipes)")
     p.add_argument("--accelerate-config", default=None, help="accelerate config (accelerate_configs/*.yaml)")
     p.add_argument("--num-processes", type=int, default=None, help="override the config's process count")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a recipe field (repeatable)")
+    add_set_argument(p, "override a recipe field, e.g. --set max_steps=5 (VALUE parsed as YAML; 1e-4 is a float); "
+                        "repeatable")
     p.add_argument("--overwrite", action="store_true",
                    help="start over: delete the checkpoints of an earlier run in output_dir instead of resuming")
     p.add_argument("--resume", action="store_true",

@@ -1,4 +1,4 @@
-"""``alignkit data validate|flip|noise|stats``."""
+"""``alignkit data validate|flip|noise|stats`` (imports no torch, vLLM or TRL: a test holds it to that)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import sys
 
 from alignkit.data.card import write_card
 from alignkit.data.io import read_records, write_records, write_rejects
-from alignkit.data.schema import DataError
 from alignkit.data.transforms import bucket_stats, fdpo_flip_counted, inject_judge_noise, inject_noise
 
 
@@ -54,17 +53,6 @@ def _read(args: argparse.Namespace):
     return read_records(args.input, on_invalid=args.on_invalid, require_flags=not args.no_require_flags)
 
 
-def _guard(fn):
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return fn(args)
-        except (DataError, FileNotFoundError, ValueError) as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 1
-    return run
-
-
-@_guard
 def _validate(args: argparse.Namespace) -> int:
     res = _read(args)
     for r in res.rejects:
@@ -86,14 +74,12 @@ def _finish(args, records, res, builder: str, config: dict, extra: dict | None =
     return 0
 
 
-@_guard
 def _flip(args: argparse.Namespace) -> int:
     res = _read(args)
     rows, swapped = fdpo_flip_counted(res.records)  # swaps exactly the (h_w=1, h_l=0) rows, whatever `flipped` says
     return _finish(args, rows, res, "data.flip", {"input": args.input}, extra={"flip": {"swapped": swapped}})
 
 
-@_guard
 def _noise(args: argparse.Namespace) -> int:
     res = _read(args)
     records, idx = inject_noise(res.records, args.eps, args.seed)
@@ -104,7 +90,6 @@ def _noise(args: argparse.Namespace) -> int:
     return _finish(args, records, res, "data.noise", config)
 
 
-@_guard
 def _stats(args: argparse.Namespace) -> int:
     res = _read(args)
     stats = bucket_stats(res.records)

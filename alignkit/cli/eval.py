@@ -12,6 +12,9 @@ from pathlib import Path
 
 import yaml
 
+from alignkit.cli.common import UsageError, error_line, overrides
+from alignkit.config import apply_overrides
+
 
 def register(subparsers: argparse._SubParsersAction, name: str, help_text: str) -> None:
     p = subparsers.add_parser(name, help=help_text, description=__doc__.splitlines()[0])
@@ -102,20 +105,14 @@ def main(args: argparse.Namespace) -> int:
     if args.list_suites:
         return list_suites()
     if not args.suite:
-        print("error: --suite is required (a suite YAML or a shipped name; see --list-suites)", file=sys.stderr)
-        return 2
+        raise UsageError("--suite is required (a suite YAML or a shipped name; see --list-suites)")
     try:  # a path, or a shipped suite name
         suite = Suite.from_yaml(suite_path(args.suite))
-    except FileNotFoundError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except (FileNotFoundError, ValueError) as exc:  # a missing suite or a bad field: a usage error (exit 2)
+        raise UsageError(error_line(exc)) from exc
     backend = args.backend or suite.backend
-    for item in args.backend_option:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            print(f"error: --backend-option wants KEY=VALUE, got {item!r}", file=sys.stderr)
-            return 2
-        suite.backend_options.setdefault(backend, {})[key] = yaml.safe_load(value)
+    options = overrides(args.backend_option, "--backend-option")  # backend keyword options, VALUE parsed as YAML
+    suite.backend_options[backend] = apply_overrides(suite.backend_options.get(backend) or {}, options)
     models = [parse_model(m, args.adapter_base) for m in (args.model or ["base=smollm2-135m-instruct"])]
     out = Path(args.out) if args.out else default_out_dir(suite.name)
     results = run_suite(suite, models, out, backend=args.backend, limit=args.limit, progress=not args.no_progress)
