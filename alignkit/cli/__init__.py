@@ -53,17 +53,25 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``alignkit ARGV``; the exit status. Without ``argv`` (the command line) every error is one line; with it
+    (a program calling this function) an unexpected exception propagates (:func:`alignkit.cli.common.run_handler`)."""
     from alignkit.cli.common import DEBUG_ENV, run_handler
 
+    command_line = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(argv)
     args = parser.parse_args(argv)
-    if args.debug:
-        os.environ[DEBUG_ENV] = "1"  # inherited by accelerate's workers (alignkit.train.main keeps the traceback)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    return run_handler(args.func, args)
+    previous = os.environ.get(DEBUG_ENV)
+    if args.debug:
+        os.environ[DEBUG_ENV] = "1"  # inherited by accelerate's workers (alignkit.train.main keeps the traceback)
+    try:
+        return run_handler(args.func, args, catch_all=command_line)
+    finally:
+        if args.debug and previous is None:
+            os.environ.pop(DEBUG_ENV, None)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@ import json
 import sys
 from typing import Any
 
+import yaml
+
 from alignkit.builders import BUILDERS, config_class, resolve
 from alignkit.cli.common import add_set_argument, overrides
 from alignkit.config import apply_overrides, read_yaml_mapping
@@ -37,6 +39,7 @@ def register(sub: argparse._SubParsersAction, name: str, help_text: str) -> None
 
 def run(args: argparse.Namespace) -> int:
     from alignkit.builders.common import config_help
+    from alignkit.data.schema import DataError
     from alignkit.cli.common import debug_enabled, error_line
     from alignkit.resources import builder_config_path
 
@@ -49,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
         config_file = str(builder_config_path(args.config)) if args.config else None  # a path or a shipped name
         config = load_config(config_file, args.overrides, output=args.output, seed=args.seed)
         summary = fn(config, progress=not args.quiet)
-    except Exception as e:  # noqa: BLE001
+    except (DataError, FileNotFoundError, ValueError, yaml.YAMLError) as e:
         # A builder validates its own config while it runs, so a bad config key exits 1 here like bad data does
         # (tests pin that status); the message is prefixed with the config file it came from.
         if debug_enabled():

@@ -67,16 +67,26 @@ def report(exc: BaseException) -> int:
     return exit_code(exc)
 
 
-def run_handler(func: Callable[[argparse.Namespace], Any], args: argparse.Namespace) -> int:
-    """Run a sub-command's handler under the exit-code policy (the traceback only with ``--debug``)."""
+def run_handler(func: Callable[[argparse.Namespace], Any], args: argparse.Namespace, *, catch_all: bool = True) -> int:
+    """Run a sub-command's handler under the exit-code policy (the traceback only with ``--debug``).
+
+    Config/usage errors (exit 2) and bad data (exit 1) are always reported as one line. Any other exception is one
+    line too when ``catch_all`` (the command line: the console script, ``python -m alignkit.cli``); a program calling
+    ``alignkit.cli.main([...])`` itself gets it raised, with its type and traceback, as from any library call."""
+    from alignkit.data.schema import DataError
+
     try:
         return int(func(args) or 0)
     except KeyboardInterrupt:
-        if debug_enabled():
+        if debug_enabled() or not catch_all:
             raise
         print("error: interrupted", file=sys.stderr)
         return 130
-    except Exception as exc:  # noqa: BLE001 — the CLI's last line of defence: one line, not a traceback
+    except (ConfigError, DataError) as exc:
         if debug_enabled():
+            raise
+        return report(exc)
+    except Exception as exc:  # noqa: BLE001 — the command line's last line of defence: one line, not a traceback
+        if debug_enabled() or not catch_all:
             raise
         return report(exc)

@@ -6,8 +6,10 @@ import argparse
 import json
 import sys
 
+from alignkit.cli.common import debug_enabled, report
 from alignkit.data.card import write_card
 from alignkit.data.io import read_records, write_records, write_rejects
+from alignkit.data.schema import DataError
 from alignkit.data.transforms import bucket_stats, fdpo_flip_counted, inject_judge_noise, inject_noise
 
 
@@ -49,10 +51,24 @@ def register(sub: argparse._SubParsersAction, name: str, help_text: str) -> None
     s.set_defaults(func=_stats)
 
 
+def _guard(fn):
+    """Bad data, a missing input or an out-of-range value: one line and exit 1, also for in-process callers."""
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return fn(args)
+        except (DataError, FileNotFoundError, ValueError) as e:
+            if debug_enabled():
+                raise
+            report(e)
+            return 1
+    return run
+
+
 def _read(args: argparse.Namespace):
     return read_records(args.input, on_invalid=args.on_invalid, require_flags=not args.no_require_flags)
 
 
+@_guard
 def _validate(args: argparse.Namespace) -> int:
     res = _read(args)
     for r in res.rejects:
@@ -74,12 +90,14 @@ def _finish(args, records, res, builder: str, config: dict, extra: dict | None =
     return 0
 
 
+@_guard
 def _flip(args: argparse.Namespace) -> int:
     res = _read(args)
     rows, swapped = fdpo_flip_counted(res.records)  # swaps exactly the (h_w=1, h_l=0) rows, whatever `flipped` says
     return _finish(args, rows, res, "data.flip", {"input": args.input}, extra={"flip": {"swapped": swapped}})
 
 
+@_guard
 def _noise(args: argparse.Namespace) -> int:
     res = _read(args)
     records, idx = inject_noise(res.records, args.eps, args.seed)
@@ -90,6 +108,7 @@ def _noise(args: argparse.Namespace) -> int:
     return _finish(args, records, res, "data.noise", config)
 
 
+@_guard
 def _stats(args: argparse.Namespace) -> int:
     res = _read(args)
     stats = bucket_stats(res.records)
