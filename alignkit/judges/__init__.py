@@ -10,12 +10,13 @@
 - ``ensemble:SPEC1,SPEC2,...`` — majority vote (:class:`EnsembleJudge`; kw: ``min_agreement``, and
   ``members={spec: {kw}}`` for per-member options).
 
-Register another kind with one line in ``JUDGES`` (prefix -> factory taking ``(arg, **kw)``).
+Register another kind with one line in ``JUDGES`` (prefix -> ``"module:factory"``, the factory taking
+``(arg, **kw)``).
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 from alignkit.judges.base import Judge, JudgeItem, Judgement
 from alignkit.judges.ensemble import EnsembleJudge, agreement_summary, fleiss_kappa
@@ -24,6 +25,7 @@ from alignkit.judges.openai_judge import OpenAIJudge
 from alignkit.judges.prompts import build_messages, parse_answer
 from alignkit.judges.reference import ReferenceJudge
 from alignkit.judges.runner import JudgeCache, run_judge
+from alignkit.registry import Registry
 
 
 def _reference(arg: str, **kw: Any) -> Judge:
@@ -38,12 +40,21 @@ def _ensemble(arg: str, **kw: Any) -> Judge:
     return EnsembleJudge([get_judge(s, **members.get(s, {})) for s in specs], **kw)
 
 
-JUDGES: dict[str, Callable[..., Judge]] = {
-    "reference": _reference,
-    "vllm": lambda arg, **kw: VLLMJudge(arg or None, **kw),
-    "openai": lambda arg, **kw: OpenAIJudge(arg, **kw),
-    "ensemble": _ensemble,
-}
+def _vllm(arg: str, **kw: Any) -> Judge:
+    return VLLMJudge(arg or None, **kw)
+
+
+def _openai(arg: str, **kw: Any) -> Judge:
+    return OpenAIJudge(arg, **kw)
+
+
+# spec prefix -> factory ``(arg, **kw) -> Judge`` (alignkit.registry: "module:attr", loaded on first use)
+JUDGES = Registry("judge", {
+    "reference": "alignkit.judges:_reference",
+    "vllm": "alignkit.judges:_vllm",
+    "openai": "alignkit.judges:_openai",
+    "ensemble": "alignkit.judges:_ensemble",
+})
 
 
 def get_judge(spec: str, **kw: Any) -> Judge:
