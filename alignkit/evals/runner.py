@@ -25,10 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from alignkit.evals.backends import BACKENDS, get_backend
 from alignkit.evals.backends.base import ModelSpec
+from alignkit.config import ConfigError
 from alignkit.evals.cache import ItemCache
 from alignkit.evals.report import write_report
 from alignkit.evals.tasks import TASKS, TaskResult, get_task
@@ -44,6 +43,19 @@ _SPEED_ONLY_OPTIONS = frozenset({"batch_size", "progress", "enable_lora", "gpu_m
 class TaskSpec:
     task: str = field(metadata={"help": "registered task name (alignkit.evals.tasks.TASKS)"})
     config: dict[str, Any] = field(default_factory=dict, metadata={"help": "the task's own options"})
+
+
+@dataclass
+class SuiteFile:
+    """The keys of a suite YAML and their types (checked by :func:`alignkit.config.check_config`)."""
+
+    tasks: list[dict[str, Any]] = field(default_factory=list, metadata={"help": "task entries: {task: NAME, ...}"})
+    name: str | None = field(default=None, metadata={"help": "suite name (default: the file's stem)"})
+    version: int = field(default=1, metadata={"help": "bump when the suite's meaning changes"})
+    backend: str = field(default="vllm", metadata={"help": "vllm (default) or hf"})
+    backend_options: dict[str, dict[str, Any]] | None = field(default=None,
+                                                              metadata={"help": "per-backend keyword options"})
+    description: str | None = field(default=None, metadata={"help": "free text"})
 
 
 @dataclass
@@ -66,65 +78,34 @@ class Suite:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "Suite":
-        """Read a suite; errors name the file, the line and the field (a misspelt task option such as ``limt: 5``
-        is an error with a "did you mean", checked against the task's declared options like a recipe)."""
-        import difflib
+        """Read a suite with :mod:`alignkit.config`: errors name the file, the line and the field (a misspelt suite
+        key or task option such as ``limt: 5`` is an error with a "did you mean", each task entry checked against
+        the typed options its task class declares)."""
+        from alignkit.config import check_config, read_yaml_mapping
 
         path = Path(path)
-        text = path.read_text(encoding="utf-8")
-        doc = yaml.safe_load(text)
-        if not isinstance(doc, dict):
-            raise ValueError(f"{path}: a suite must be a YAML mapping")
-        top, task_lines = _suite_lines(text)
-        known = ("name", "version", "backend", "backend_options", "tasks", "description")
-        for key in doc:
-            if key not in known:
-                close = difflib.get_close_matches(str(key), known, n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
-                raise ValueError(f"{path}:{top.get(key, '?')}: field {key}: unknown suite key{hint}")
-        if not isinstance(doc.get("tasks") or [], list):
-            raise ValueError(f"{path}:{top.get('tasks', '?')}: field tasks: must be a list of task entries")
+        doc, lines = read_yaml_mapping(path, "suite")
+        check_config(doc, SuiteFile, source=path, lines=lines, unknown="unknown suite key{hint}")
         tasks = []
         for i, t in enumerate(doc.get("tasks") or []):
-            lines = task_lines[i] if i < len(task_lines) else {}
+            entry = {k[len(f"tasks.{i}."):]: v for k, v in lines.items() if k.startswith(f"tasks.{i}.")}
             if not isinstance(t, dict) or "task" not in t:
-                raise ValueError(f"{path}:{lines.get('', top.get('tasks', '?'))}: field tasks[{i}]: needs a 'task' key")
+                raise ConfigError(f"{path}:{lines.get(f'tasks.{i}', '?')}: field tasks[{i}]: needs a 'task' key")
             cfg = dict(t)
             name = cfg.pop("task")
             if name in TASKS:
-                TASKS[name].check_config(cfg, where=lambda key, lines=lines: f"{path}:{lines.get(key, '?')}: "
+                TASKS[name].check_config(cfg, where=lambda key, entry=entry: f"{path}:{entry.get(key, '?')}: "
                                                                              f"tasks[{i}] ({name})")
             tasks.append(TaskSpec(task=name, config=cfg))
         try:
-            return cls(name=doc.get("name", path.stem), tasks=tasks, version=int(doc.get("version", 1)),
+            return cls(name=doc.get("name") or path.stem, tasks=tasks, version=doc.get("version", 1),
                        backend=doc.get("backend", "vllm"), backend_options=doc.get("backend_options") or {})
         except ValueError as exc:
-            raise ValueError(f"{path}: {exc}") from exc
+            raise ConfigError(f"{path}: {exc}") from exc
 
     def as_dict(self) -> dict[str, Any]:
         return {"name": self.name, "version": self.version, "backend": self.backend,
                 "tasks": [{"task": t.task, **t.config} for t in self.tasks]}
-
-
-def _suite_lines(text: str) -> tuple[dict[str, int], list[dict[str, int]]]:
-    """1-based lines of the suite's top-level keys, and per task entry of its keys (nested ``builder.rho`` too;
-    ``""`` is the entry's own line)."""
-    node = yaml.compose(text, Loader=yaml.SafeLoader)
-    if not isinstance(node, yaml.MappingNode):
-        return {}, []
-    top, tasks = {}, []
-    for k, v in node.value:
-        top[k.value] = k.start_mark.line + 1
-        if k.value == "tasks" and isinstance(v, yaml.SequenceNode):
-            for entry in v.value:
-                lines = {"": entry.start_mark.line + 1}
-                if isinstance(entry, yaml.MappingNode):
-                    for ek, ev in entry.value:
-                        lines[ek.value] = ek.start_mark.line + 1
-                        if isinstance(ev, yaml.MappingNode):
-                            lines.update({f"{ek.value}.{sk.value}": sk.start_mark.line + 1 for sk, _ in ev.value})
-                tasks.append(lines)
-    return top, tasks
 
 
 def parse_model(arg: str, adapter_base: str | None = None) -> ModelSpec:
