@@ -17,8 +17,13 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from alignkit.evals.backends.base import Backend, LoglikResult, ModelSpec, Prompt, SamplingConfig
+from alignkit.registry import Registry
 
-BACKENDS = ("vllm", "hf")
+# name -> backend class, "module:attr" imported on first use (alignkit.registry)
+BACKENDS = Registry("backend", {
+    "vllm": "alignkit.evals.backends.vllm:VLLMBackend",
+    "hf": "alignkit.evals.backends.hf:HFBackend",
+})
 
 __all__ = ["BACKENDS", "Backend", "LoglikResult", "ModelSpec", "Prompt", "SamplingConfig", "adapter_fingerprint",
            "encode_pair", "encode_prompt", "get_backend", "truncate_at_stop"]
@@ -78,14 +83,8 @@ def get_backend(name: str, base: str, **options: Any) -> Backend:
     """Build a backend for one base model (a name for ``resolve_model`` or a local dir). ``options`` go to the backend
     class (e.g. ``max_model_len``, ``tensor_parallel_size``, ``data_parallel_size``, ``enable_lora`` for vLLM;
     ``batch_size`` for hf)."""
-    if name == "vllm":
-        from alignkit.evals.backends.vllm import VLLMBackend
-
-        return VLLMBackend(base, **options)
-    if name == "hf":
-        from alignkit.evals.backends.hf import HFBackend
-
-        return HFBackend(base, **options)
+    if name in BACKENDS:
+        return BACKENDS[name](base, **options)
     raise ValueError(f"unknown backend {name!r}; choose one of {BACKENDS}")
 
 
