@@ -115,5 +115,8 @@ class Registry(Mapping[str, Any]):
     def __len__(self) -> int:
         return len(self._targets)
 
+    def __str__(self) -> str:  # in messages: "choose one of vllm, hf"
+        return ", ".join(self._targets)
+
     def __repr__(self) -> str:
         return f"Registry({self.kind!r}, {self._targets!r})"
