@@ -23,7 +23,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from a checkout, installed or not
@@ -39,13 +38,12 @@ def _slug(label: str) -> str:
 
 
 def _parse_set(items: list[str]) -> dict[str, Any]:
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"--set expects KEY=VALUE, got {item!r}")
-        out[key] = yaml.safe_load(value)
-    return out
+    from alignkit.config import ConfigError, parse_overrides  # the one --set parser
+
+    try:
+        return parse_overrides(items)
+    except ConfigError as exc:
+        raise SystemExit(f"error: {exc}") from None
 
 
 def class_shares(items: list[dict]) -> dict[int, float]:
