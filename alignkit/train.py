@@ -15,8 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from alignkit.data.hub import HubDataArguments
 from alignkit.registry import Registry
 
@@ -102,16 +100,15 @@ def trainer_module(name: str):
 def load_recipe(path: str | Path, *, check: bool = False, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """The recipe mapping with ``overrides`` applied; with ``check`` its fields are validated with errors naming the
     file, line and field (an overridden field is reported without a line)."""
-    text = Path(path).read_text(encoding="utf-8")
-    recipe = yaml.safe_load(text)
-    if not isinstance(recipe, dict):
-        raise ValueError(f"{path}: a recipe must be a YAML mapping")
+    from alignkit.config import read_yaml_mapping, without_overridden
+
+    recipe, lines = read_yaml_mapping(path, "recipe")  # a YAML error or a non-mapping: ConfigError with file:line
     recipe.update(overrides or {})
     if check:
-        from alignkit.trainers.recipe import check_recipe, key_lines
+        from alignkit.trainers.recipe import check_recipe
 
-        lines = {k: v for k, v in key_lines(text).items() if k not in (overrides or {})}
-        check_recipe(recipe, _dataclass_types(recipe.get("trainer", "fdpo")), source=path, lines=lines)
+        top = {k: v for k, v in without_overridden(lines, overrides or {}).items() if "." not in k}
+        check_recipe(recipe, _dataclass_types(recipe.get("trainer", "fdpo")), source=path, lines=top)
     return recipe
 
 
