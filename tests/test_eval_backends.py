@@ -121,3 +121,86 @@ def test_merged_adapter_is_the_same_model(hf, adapter, embedded_model):
     hf_merged = get_backend("hf", merged, batch_size=4)
     _per_token_close(hf.loglikelihood(PAIRS, adapter=adapter), hf_merged.loglikelihood(PAIRS), tol=1e-4)
     assert hf_merged.generate(PROMPTS, GREEDY) == hf.generate(PROMPTS, GREEDY, adapter=adapter)
+
+
+# --- log-likelihoods on the shared-prefix HF scorer whatever the generation backend (backends/split.py) -------------
+class _FakeGeneration:
+    """Stands in for a vLLM engine: records that it was built and closed, generates a fixed text."""
+
+    name = "vllm"
+
+    def __init__(self, log: list) -> None:
+        self.log = log
+        log.append("built")
+
+    def generate(self, prompts, sampling, *, adapter=None):
+        return ["x"] * len(prompts)
+
+    def close(self):
+        self.log.append("closed")
+
+
+@pytest.fixture
+def fake_vllm(monkeypatch):
+    import alignkit.evals.backends as backends
+
+    real, log = backends.get_backend, []
+    monkeypatch.setattr(backends, "get_backend",
+                        lambda name, base, **kw: _FakeGeneration(log) if name == "vllm" else real(name, base, **kw))
+    return log
+
+
+def test_split_backend_scores_with_the_prefix_scorer_and_never_holds_both_when_exclusive(tiny_model, fake_vllm):
+    from alignkit.evals.backends.split import SplitBackend
+
+    split = SplitBackend(tiny_model, "vllm", exclusive=True)
+    assert split.name == "vllm+hf" and split.engines == []
+    ll = split.loglikelihood(PAIRS)
+    assert split.engines == ["scorer"] and fake_vllm == []  # scoring never started the generation engine
+    scorer = split._engines["scorer"]
+    assert scorer.prefix_sharing and scorer.scorer.stats.requests == len(PAIRS)
+    unshared = get_backend("hf", tiny_model, prefix_sharing=False).loglikelihood(PAIRS)
+    for a, b in zip(ll, unshared):
+        assert abs(a.logprob - b.logprob) <= 1e-4 and a.is_greedy == b.is_greedy and a.n_tokens == b.n_tokens
+    assert split.generate(["hi"], GREEDY) == ["x"]
+    assert split.engines == ["generation"] and scorer.model is None  # the scorer was freed before vLLM was built
+    split.loglikelihood(PAIRS[:1])
+    assert split.engines == ["scorer"] and fake_vllm == ["built", "closed"]
+    split.close()
+    assert split.engines == []
+
+
+def test_split_backend_keeps_both_when_not_exclusive(tiny_model, fake_vllm):
+    from alignkit.evals.backends.split import SplitBackend
+
+    split = SplitBackend(tiny_model, "vllm", exclusive=False)
+    split.generate(["hi"], GREEDY)
+    split.loglikelihood(PAIRS[:1])
+    assert sorted(split.engines) == ["generation", "scorer"] and fake_vllm == ["built"]
+    split.close()
+    assert fake_vllm == ["built", "closed"]
+
+
+def test_suite_backend_choices(tiny_model):
+    from alignkit.evals.backends.hf import HFBackend
+    from alignkit.evals.backends.split import SplitBackend, suite_backend
+
+    b = suite_backend("vllm", tiny_model, {"max_model_len": 512}, hf_options={"batch_size": 2})
+    assert isinstance(b, SplitBackend) and b.generation_options == {"max_model_len": 512}
+    assert b.scorer_options == {"batch_size": 2} and b.engines == []
+    assert isinstance(get_backend("vllm+hf", tiny_model), SplitBackend)  # what a judge rebuilt from .name gets
+    assert isinstance(suite_backend("hf", tiny_model, {"batch_size": 2}), HFBackend)
+    with pytest.raises(ValueError, match="loglikelihood must be one of"):
+        suite_backend("vllm", tiny_model, {"loglikelihood": "tgi"})
+
+
+def test_runner_scores_loglikelihood_tasks_without_starting_vllm(tiny_model, fake_vllm, tmp_path):
+    """A vLLM suite of log-likelihood tasks runs entirely on the HF scorer; loglikelihood tasks run first."""
+    from alignkit.evals.backends.base import ModelSpec
+    from alignkit.evals.runner import Suite, TaskSpec, run_suite
+    from alignkit.resources import data_path
+
+    data = str(data_path("truthfulqa/truthful_qa_multiple_choice_validation.jsonl"))
+    suite = Suite(name="t", backend="vllm", tasks=[TaskSpec("truthfulqa_mc", {"data": data, "limit": 2})])
+    [res] = run_suite(suite, [ModelSpec("tiny", tiny_model)], tmp_path / "out", progress=False)
+    assert fake_vllm == [] and len(res.items) == 2 and 0.0 <= res.metrics["mc2"].value <= 1.0

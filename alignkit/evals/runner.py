@@ -22,13 +22,16 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from alignkit.evals.backends import BACKENDS, get_backend
+from alignkit.evals.backends import BACKENDS
+from alignkit.evals.backends.split import LOGLIKELIHOOD_TASKS, suite_backend
 from alignkit.evals.backends.base import ModelSpec
 from alignkit.config import ConfigError
 from alignkit.evals.cache import ItemCache
+from alignkit.evals.provenance import provenance
 from alignkit.evals.report import write_report
 from alignkit.evals.tasks import TASKS, TaskResult, get_task
 
@@ -143,6 +146,7 @@ def run_suite(suite: Suite, models: list[ModelSpec], out_dir: str | Path, *, bac
     if backend_name not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend_name!r}")
     out = Path(out_dir)
+    started = datetime.now(timezone.utc)
     options = dict(suite.backend_options.get(backend_name) or {})
     # cached results also depend on the backend options that change numbers (dtype, max_model_len...): a rerun into
     # the same folder with other ones recomputes; options that only change speed or memory keep the cache valid
@@ -155,6 +159,13 @@ def run_suite(suite: Suite, models: list[ModelSpec], out_dir: str | Path, *, bac
         import torch
 
         lora_mode = "request" if torch.cuda.is_available() else "merge"
+    resolved_options = dict(options, lora_mode=lora_mode)  # for the provenance block
+    if backend_name == "vllm":
+        from alignkit.evals.backends.vllm import device_defaults
+
+        dtype, memory, eager = device_defaults(options.get("dtype"), options.get("gpu_memory_utilization"),
+                                               options.get("enforce_eager"))
+        resolved_options.update(dtype=dtype, gpu_memory_utilization=memory, enforce_eager=eager)
     run_as = {m.label: m for m in models}
     if backend_name == "vllm" and lora_mode == "merge":
         from alignkit.models.merge import merged_model_dir
@@ -169,9 +180,12 @@ def run_suite(suite: Suite, models: list[ModelSpec], out_dir: str | Path, *, bac
         opts = dict(options, progress=progress)
         if backend_name == "vllm":
             opts["enable_lora"] = any(m.adapter for m in group)
-        engine = get_backend(backend_name, base_path, **opts)
+        # log-likelihoods on the shared-prefix HF scorer whatever the generation backend (backends/split.py); the
+        # log-likelihood tasks run first, so on a GPU the scorer is freed once, before vLLM loads
+        engine = suite_backend(backend_name, base_path, opts, hf_options=suite.backend_options.get("hf"))
+        resolved_options["engine"] = getattr(engine, "name", backend_name)  # e.g. vllm+hf: log-likelihoods on HF
         try:
-            for spec in suite.tasks:
+            for spec in sorted(suite.tasks, key=lambda s: s.task not in LOGLIKELIHOOD_TASKS):
                 cfg = dict(spec.config, progress=progress)
                 if limit:
                     cfg["limit"] = min(limit, cfg.get("limit") or limit)
@@ -183,7 +197,12 @@ def run_suite(suite: Suite, models: list[ModelSpec], out_dir: str | Path, *, bac
             if close:
                 close()
     ordered = [results[(t.task, m.label)] for t in suite.tasks for m in models]
+    prov = provenance(backend=backend_name, backend_options=resolved_options,
+                      tasks=[{"task": t.task, "version": TASKS[t.task].version, "config": t.config}
+                             for t in suite.tasks],
+                      models=[{"label": m.label, "base": m.base, "adapter": m.adapter, "path": resolve_model(m.base)}
+                              for m in models], started=started)
     write_report(ordered, out, suite=dict(suite.as_dict(), backend=backend_name),
                  models=[{"label": m.label, "base": m.base, "adapter": m.adapter} for m in models],
-                 title=f"alignkit eval — {suite.name}")
+                 title=f"alignkit eval — {suite.name}", provenance=prov)
     return ordered

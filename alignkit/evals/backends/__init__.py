@@ -82,9 +82,16 @@ def adapter_fingerprint(adapter: str | None) -> str | None:
 def get_backend(name: str, base: str, **options: Any) -> Backend:
     """Build a backend for one base model (a name for ``resolve_model`` or a local dir). ``options`` go to the backend
     class (e.g. ``max_model_len``, ``tensor_parallel_size``, ``data_parallel_size``, ``enable_lora`` for vLLM;
-    ``batch_size`` for hf)."""
+    ``batch_size``, ``prefix_sharing`` for hf). ``vllm+hf`` is vLLM generation with shared-prefix HF log-likelihoods
+    (:class:`alignkit.evals.backends.split.SplitBackend`, what the eval runner uses)."""
     if name in BACKENDS:
         return BACKENDS[name](base, **options)
+    gen, plus, scorer = name.partition("+")
+    if plus and scorer == "hf" and gen in BACKENDS and gen != "hf":
+        # the eval runner's split engine (backends/split.py) names itself so; options go to the generation side
+        from alignkit.evals.backends.split import SplitBackend
+
+        return SplitBackend(base, gen, generation_options=options)
     raise ValueError(f"unknown backend {name!r}; choose one of {BACKENDS}")
 
 
