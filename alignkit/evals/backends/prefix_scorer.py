@@ -233,17 +233,21 @@ class PrefixScorer:
             self._process(model, new_state, [c for _, c in chunk], results, device)
 
     def _chunks(self, items: list, width_of: Any, past_len: int) -> Iterator[list]:
-        """Consecutive runs of ``items`` (sorted by width, widest first) within the batch budgets."""
+        """Consecutive runs of ``items`` (sorted by width, widest first) within the batch budgets. A run also ends
+        where padding would pass a quarter of its positions: pad positions cost as much as real ones."""
         chunk: list = []
-        width = 0
+        width = real = 0
         for it in items:
             w = max(width, width_of(it))
             rows = len(chunk) + 1
-            if chunk and (rows * w > self.max_batch_tokens or rows * (past_len + w) > self.max_batch_kv):
+            padded = rows * w - (real + width_of(it))
+            if chunk and (rows * w > self.max_batch_tokens or rows * (past_len + w) > self.max_batch_kv
+                          or (padded > rows * w // 4 and padded >= 16)):
                 yield chunk
-                chunk, w = [], width_of(it)
+                chunk, w, real = [], width_of(it), 0
             chunk.append(it)
             width = w
+            real += width_of(it)
         if chunk:
             yield chunk
 
