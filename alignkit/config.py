@@ -124,20 +124,30 @@ def parse_overrides(items: Iterable[str] | None, flag: str = "--set") -> dict[st
 
 
 def apply_overrides(config: dict[str, Any], overrides: Mapping[str, Any] | None) -> dict[str, Any]:
-    """A copy of ``config`` with each (dotted) override set; a dotted key creates or reaches into nested mappings."""
+    """A copy of ``config`` with each (dotted) override set. A dotted key creates or reaches into nested mappings;
+    a number reaches into a list that exists (``tasks.0.limit=5``)."""
     out = dict(config)
     for dotted, value in (overrides or {}).items():
         keys = dotted.split(".")
-        node = out
-        for i, k in enumerate(keys[:-1]):
-            child = node.get(k)
-            if child is None:
-                child = {}
-            elif not isinstance(child, dict):
-                raise ConfigError(f"--set {dotted}: {'.'.join(keys[:i + 1])} is not a mapping")
-            node[k] = child = dict(child)  # copy: the caller's nested dicts stay untouched
+        node: Any = out
+        for i, k in enumerate(keys):
+            last = i == len(keys) - 1
+            if isinstance(node, list):
+                if not (k.isdigit() and int(k) < len(node)):
+                    raise ConfigError(f"--set {dotted}: {'.'.join(keys[:i]) or 'the config'} has no entry {k} "
+                                      f"(it has {len(node)})")
+                k = int(k)  # type: ignore[assignment]
+            elif not isinstance(node, dict):
+                raise ConfigError(f"--set {dotted}: {'.'.join(keys[:i])} is not a mapping")
+            if last:
+                node[k] = value
+                break
+            child = node[k] if isinstance(node, list) else node.get(k)
+            # copies on the way down: the caller's nested dicts and lists stay untouched
+            child = {} if child is None else dict(child) if isinstance(child, dict) else \
+                list(child) if isinstance(child, list) else child
+            node[k] = child
             node = child
-        node[keys[-1]] = value
     return out
 
 

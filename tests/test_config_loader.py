@@ -132,3 +132,18 @@ def test_data_stats_imports_no_torch_vllm_or_trl(tmp_path):
     res = subprocess.run([sys.executable, "-c", code, str(data)], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip().splitlines()[-1] == "HEAVY []"
+
+
+def test_suite_overrides_reach_task_entries_and_are_checked(tmp_path):
+    from alignkit.evals.runner import Suite
+
+    path = tmp_path / "suite.yaml"
+    path.write_text("name: s\nbackend: hf\ntasks:\n  - task: truthfulqa_mc\n    limit: 3\n", encoding="utf-8")
+    suite = Suite.from_yaml(path, {"tasks.0.limit": 2, "backend_options.hf.batch_size": 4})
+    assert suite.tasks[0].config == {"limit": 2} and suite.backend_options == {"hf": {"batch_size": 4}}
+    with pytest.raises(ConfigError, match=r"field limt: unknown option of task 'truthfulqa_mc' \(did you mean 'limit'"):
+        Suite.from_yaml(path, {"tasks.0.limt": 2})
+    with pytest.raises(ConfigError, match=r"suite.yaml: suite 's': backend must be one of vllm, hf, got 'nope'"):
+        Suite.from_yaml(path, {"backend": "nope"})
+    with pytest.raises(ConfigError, match=r"--set tasks.1.limit: tasks has no entry 1 \(it has 1\)"):
+        Suite.from_yaml(path, {"tasks.1.limit": 2})

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from alignkit.cli.common import UsageError, error_line, overrides
+from alignkit.cli.common import UsageError, add_set_argument, error_line, overrides
 from alignkit.config import apply_overrides
 
 
@@ -29,6 +29,8 @@ def register(subparsers: argparse._SubParsersAction, name: str, help_text: str) 
     p.add_argument("--limit", type=int, default=None, help="cap every task at N items (smoke runs)")
     p.add_argument("--backend-option", action="append", default=[], metavar="KEY=VALUE",
                    help="backend option (VALUE parsed as YAML), e.g. tensor_parallel_size=4 or lora_mode=request")
+    add_set_argument(p, "override a suite key (VALUE parsed as YAML; dotted keys and list indices, e.g. "
+                        "--set tasks.0.limit=5 or --set backend_options.vllm.max_model_len=2048); repeatable")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.add_argument("--list-tasks", action="store_true", help="list the registered tasks (name, version) and exit")
     p.add_argument("--include-path", action="append", default=[], metavar="DIR",
@@ -107,7 +109,7 @@ def main(args: argparse.Namespace) -> int:
     if not args.suite:
         raise UsageError("--suite is required (a suite YAML or a shipped name; see --list-suites)")
     try:  # a path, or a shipped suite name
-        suite = Suite.from_yaml(suite_path(args.suite))
+        suite = Suite.from_yaml(suite_path(args.suite), overrides(args.set))
     except (FileNotFoundError, ValueError) as exc:  # a missing suite or a bad field: a usage error (exit 2)
         raise UsageError(error_line(exc)) from exc
     backend = args.backend or suite.backend

@@ -80,14 +80,15 @@ class Suite:
                 raise ValueError(f"suite {self.name!r}: unknown task {t.task!r}; known: {sorted(TASKS)}")
 
     @classmethod
-    def from_yaml(cls, path: str | Path) -> "Suite":
+    def from_yaml(cls, path: str | Path, overrides: dict[str, Any] | None = None) -> "Suite":
         """Read a suite with :mod:`alignkit.config`: errors name the file, the line and the field (a misspelt suite
         key or task option such as ``limt: 5`` is an error with a "did you mean", each task entry checked against
-        the typed options its task class declares)."""
-        from alignkit.config import check_config, read_yaml_mapping
+        the typed options its task class declares). ``overrides``: dotted ``--set`` keys (``tasks.0.limit``)."""
+        from alignkit.config import apply_overrides, check_config, read_yaml_mapping, without_overridden
 
         path = Path(path)
         doc, lines = read_yaml_mapping(path, "suite")
+        doc, lines = apply_overrides(doc, overrides), without_overridden(lines, overrides or {})
         check_config(doc, SuiteFile, source=path, lines=lines, unknown="unknown suite key{hint}")
         tasks = []
         for i, t in enumerate(doc.get("tasks") or []):
