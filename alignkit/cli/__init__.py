@@ -1,5 +1,7 @@
-"""The ``alignkit`` command: one module per sub-command in this package, imported lazily so that ``alignkit data
-stats`` does not pay for importing torch, vLLM or TRL.
+"""The ``alignkit`` command: data, build, train, eval, experiment, demo, model and recipes.
+
+One module per sub-command in this package, imported lazily so that ``alignkit data stats`` does not pay for
+importing torch, vLLM or TRL.
 
 Each module exposes ``register(subparsers, name, help_text)`` and stores its handler as ``func`` on its parser; the
 handler runs under :func:`alignkit.cli.common.run_handler` (exit 2 for usage/config errors, 1 for runtime failures,
