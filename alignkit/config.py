@@ -241,7 +241,8 @@ def did_you_mean(key: str, known: Iterable[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def locator(source: str | Path | None, lines: Mapping[str, int] | None, default: str = "config") -> Callable[[str], str]:
+def locator(source: str | Path | None, lines: Mapping[str, int] | None,
+            default: str = "config") -> Callable[[str], str]:
     """``where(key)`` -> ``FILE:LINE`` (or ``FILE`` when the key has no line, e.g. an override or a default)."""
     lines = lines or {}
     loc = str(source) if source else default

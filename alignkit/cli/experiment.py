@@ -20,8 +20,9 @@ def register(sub: argparse._SubParsersAction, name: str, help_text: str) -> None
 
 
 def load_config(path: str, sets: list[str]):
-    """The :class:`NoiseSweepConfig` of ``path`` with ``--set`` overrides, checked by :func:`alignkit.config.load_config`
-    (a bad key, type or value is a one-line error naming the file, line and field; exit 2)."""
+    """The :class:`NoiseSweepConfig` of ``path`` with ``--set`` overrides, checked by
+    :func:`alignkit.config.load_config` (a bad key, type or value is a one-line error naming the file, line and field;
+    exit 2)."""
     from alignkit.config import load_config as load
     from alignkit.experiments.noise_sweep import NoiseSweepConfig
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from alignkit.config import (ConfigError, check_config, config_defaults, key_lines, matches, type_name)
+from alignkit.config import ConfigError, check_config, config_defaults, key_lines, matches, type_name
 from alignkit.config import value_problems as _config_value_problems
 
 __all__ = ["check_data", "check_recipe", "key_lines", "value_problems"]
