@@ -56,7 +56,7 @@ def include_tasks(folders: list[str]) -> list[str]:
     for folder in folders:
         d = Path(folder)
         if not d.is_dir():
-            raise FileNotFoundError(f"--include-path {folder}: not a directory")
+            raise UsageError(f"--include-path {folder}: not a directory")
         for path in sorted(d.glob("*.py")):
             name = f"alignkit_user_tasks.{d.resolve().name}.{path.stem}"
             spec = importlib.util.spec_from_file_location(name, path)
@@ -115,7 +115,10 @@ def main(args: argparse.Namespace) -> int:
     backend = args.backend or suite.backend
     options = overrides(args.backend_option, "--backend-option")  # backend keyword options, VALUE parsed as YAML
     suite.backend_options[backend] = apply_overrides(suite.backend_options.get(backend) or {}, options)
-    models = [parse_model(m, args.adapter_base) for m in (args.model or ["base=smollm2-135m-instruct"])]
+    try:  # a bad label or a missing adapter dir is a usage error (exit 2)
+        models = [parse_model(m, args.adapter_base) for m in (args.model or ["base=smollm2-135m-instruct"])]
+    except (ValueError, FileNotFoundError) as exc:
+        raise UsageError(error_line(exc)) from exc
     out = Path(args.out) if args.out else default_out_dir(suite.name)
     results = run_suite(suite, models, out, backend=args.backend, limit=args.limit, progress=not args.no_progress)
     report_md = (out / "report.md").read_text(encoding="utf-8")
