@@ -122,7 +122,7 @@ def demo_suite(preset: DemoPreset, data: dict[str, Any]):
 
 
 def evaluate(preset: DemoPreset, data: dict[str, Any], runs: dict[str, dict], out: Path, backend: str | None):
-    from alignkit.evals.backends.base import ModelSpec
+    from alignkit.inference.base import ModelSpec
     from alignkit.evals.runner import run_suite
     from alignkit.models import resolve_model
 

@@ -29,7 +29,7 @@ TOPICS = ["the water cycle", "photosynthesis", "the French revolution", "volcano
 
 
 def worker(backend_name: str, model: str, n_prompts: int, max_new_tokens: int, n_questions: int) -> dict:
-    from alignkit.evals.backends import SamplingConfig, get_backend
+    from alignkit.inference import SamplingConfig, get_backend
     from alignkit.evals.tasks.truthfulqa import load_mc, mc_prompt
     from alignkit.resources import data_path
 

@@ -69,8 +69,8 @@ def main() -> None:
         return
 
     from alignkit.builders.consistency import ConsistencyBuildConfig, build_consistency
-    from alignkit.evals.backends.base import ModelSpec
-    from alignkit.evals.backends.hf import HFBackend
+    from alignkit.inference.base import ModelSpec
+    from alignkit.inference.hf import HFBackend
     from alignkit.evals.cache import ItemCache
     from alignkit.evals.tasks import get_task
     from alignkit.resources import resolve_data

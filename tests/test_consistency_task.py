@@ -5,14 +5,14 @@ from __future__ import annotations
 import pytest
 
 from alignkit.builders.consistency import ConsistencyBuildConfig, build_consistency
-from alignkit.evals.backends.base import ModelSpec
+from alignkit.inference.base import ModelSpec
 from alignkit.evals.cache import ItemCache
 from alignkit.evals.metrics.consistency import consistency_summary
 from alignkit.evals.tasks import get_task
 
 
 def test_prompt_consistency_on_heldout_formats(shared_data, tiny_model, tmp_path):
-    from alignkit.evals.backends.hf import HFBackend
+    from alignkit.inference.hf import HFBackend
 
     data = tmp_path / "rte-val.jsonl"
     info = build_consistency(ConsistencyBuildConfig(data=str(shared_data / "consistency" / "rte.jsonl"),

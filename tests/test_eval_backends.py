@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from alignkit.evals.backends import SamplingConfig, get_backend, truncate_at_stop
+from alignkit.inference import SamplingConfig, get_backend, truncate_at_stop
 
 PROMPTS = [
     [{"role": "user", "content": "What is the capital of France?"}],
@@ -142,7 +142,7 @@ class _FakeGeneration:
 
 @pytest.fixture
 def fake_vllm(monkeypatch):
-    import alignkit.evals.backends as backends
+    import alignkit.inference as backends
 
     real, log = backends.get_backend, []
     monkeypatch.setattr(backends, "get_backend",
@@ -151,7 +151,7 @@ def fake_vllm(monkeypatch):
 
 
 def test_split_backend_scores_with_the_prefix_scorer_and_never_holds_both_when_exclusive(tiny_model, fake_vllm):
-    from alignkit.evals.backends.split import SplitBackend
+    from alignkit.inference.split import SplitBackend
 
     split = SplitBackend(tiny_model, "vllm", exclusive=True)
     assert split.name == "vllm+hf" and split.engines == []
@@ -171,7 +171,7 @@ def test_split_backend_scores_with_the_prefix_scorer_and_never_holds_both_when_e
 
 
 def test_split_backend_keeps_both_when_not_exclusive(tiny_model, fake_vllm):
-    from alignkit.evals.backends.split import SplitBackend
+    from alignkit.inference.split import SplitBackend
 
     split = SplitBackend(tiny_model, "vllm", exclusive=False)
     split.generate(["hi"], GREEDY)
@@ -182,8 +182,8 @@ def test_split_backend_keeps_both_when_not_exclusive(tiny_model, fake_vllm):
 
 
 def test_suite_backend_choices(tiny_model):
-    from alignkit.evals.backends.hf import HFBackend
-    from alignkit.evals.backends.split import SplitBackend, suite_backend
+    from alignkit.inference.hf import HFBackend
+    from alignkit.inference.split import SplitBackend, suite_backend
 
     b = suite_backend("vllm", tiny_model, {"max_model_len": 512}, hf_options={"batch_size": 2})
     assert isinstance(b, SplitBackend) and b.generation_options == {"max_model_len": 512}
@@ -196,7 +196,7 @@ def test_suite_backend_choices(tiny_model):
 
 def test_runner_scores_loglikelihood_tasks_without_starting_vllm(tiny_model, fake_vllm, tmp_path):
     """A vLLM suite of log-likelihood tasks runs entirely on the HF scorer; loglikelihood tasks run first."""
-    from alignkit.evals.backends.base import ModelSpec
+    from alignkit.inference.base import ModelSpec
     from alignkit.evals.runner import Suite, TaskSpec, run_suite
     from alignkit.resources import data_path
 

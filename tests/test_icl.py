@@ -135,8 +135,8 @@ def test_shared_data_label_words(shared_data):
 @pytest.mark.slow
 def test_icl_task_tiny_model(toy, tiny_model, tmp_path):
     """The task on the hf backend: every item scored, curves and plot written, a rerun served from the cache."""
-    from alignkit.evals.backends import get_backend
-    from alignkit.evals.backends.base import ModelSpec
+    from alignkit.inference import get_backend
+    from alignkit.inference.base import ModelSpec
     from alignkit.evals.cache import ItemCache
     from alignkit.evals.tasks import TASKS, get_task
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from alignkit.evals.backends.base import ModelSpec
+from alignkit.inference.base import ModelSpec
 from alignkit.evals.cache import ItemCache
 from alignkit.evals.report import write_report
 from alignkit.evals.tasks import get_task

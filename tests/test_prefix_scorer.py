@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from alignkit.evals.backends.prefix_scorer import PrefixScorer, build_tree, count_unique_positions, prepare
+from alignkit.inference.prefix_scorer import PrefixScorer, build_tree, count_unique_positions, prepare
 
 TOL = 1e-4
 
@@ -163,7 +163,7 @@ def _tqa_requests(n_questions: int) -> list[tuple[str, str]]:
 
 @pytest.fixture(scope="module")
 def hf_pair(tiny_model):
-    from alignkit.evals.backends import get_backend
+    from alignkit.inference import get_backend
 
     return (get_backend("hf", tiny_model, batch_size=8),
             get_backend("hf", tiny_model, batch_size=8, prefix_sharing=False))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from alignkit.evals.backends.vllm import device_defaults
+from alignkit.inference.vllm import device_defaults
 
 REPO = Path(__file__).resolve().parents[1]
 

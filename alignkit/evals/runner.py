@@ -26,9 +26,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from alignkit.evals.backends import BACKENDS
-from alignkit.evals.backends.split import LOGLIKELIHOOD_TASKS, suite_backend
-from alignkit.evals.backends.base import ModelSpec
+from alignkit.inference import BACKENDS
+from alignkit.inference.split import LOGLIKELIHOOD_TASKS, suite_backend
+from alignkit.inference.base import ModelSpec
 from alignkit.config import ConfigError
 from alignkit.evals.cache import ItemCache
 from alignkit.evals.provenance import provenance
@@ -162,7 +162,7 @@ def run_suite(suite: Suite, models: list[ModelSpec], out_dir: str | Path, *, bac
         lora_mode = "request" if torch.cuda.is_available() else "merge"
     resolved_options = dict(options, lora_mode=lora_mode)  # for the provenance block
     if backend_name == "vllm":
-        from alignkit.evals.backends.vllm import device_defaults
+        from alignkit.inference.vllm import device_defaults
 
         dtype, memory, eager = device_defaults(options.get("dtype"), options.get("gpu_memory_utilization"),
                                                options.get("enforce_eager"))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from alignkit.judges.base import JudgeItem, Judgement, is_transient_error
@@ -23,22 +22,16 @@ def judgement_from_reply(text: str, mode: Mode, **detail: Any) -> Judgement:
 
 
 def make_engine(model: str, **engine_kwargs: Any):
-    """Build a ``vllm.LLM`` for ``model`` (resolved by alignkit.models), with CPU-friendly defaults.
-
-    On a CPU-only machine vLLM refuses to start without a KV-cache size, so ``VLLM_CPU_KVCACHE_SPACE`` defaults
-    to 1 GiB there; eager mode skips graph capture (faster start for short judge runs).
-    """
+    """A ``vllm.LLM`` for a judge, built by :func:`alignkit.inference.vllm.make_engine` with judge defaults:
+    ``max_model_len`` 2048, seed 0, eager mode on CPU (vllm-cpu needs it; CUDA graphs on a GPU). ``engine_kwargs``
+    override them."""
     import torch
-    from vllm import LLM
 
-    from alignkit.models import resolve_model
+    from alignkit.inference.vllm import make_engine as build_engine
 
-    if not torch.cuda.is_available():
-        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-    # CUDA graphs on a GPU; vllm-cpu needs eager mode
     kw = {"enforce_eager": not torch.cuda.is_available(), "max_model_len": 2048, "seed": 0}
     kw.update(engine_kwargs)
-    return LLM(model=resolve_model(model), **kw)
+    return build_engine(model, **kw)
 
 
 class VLLMJudge:
@@ -111,7 +104,7 @@ class VLLMJudge:
             return [o.outputs[0].text for o in outs]
         if self.constrained:  # never fall back to free text silently
             raise ValueError(f"VLLMJudge(constrained=True) needs a vllm.LLM engine, got {type(eng).__name__}")
-        from alignkit.evals.backends.base import SamplingConfig
+        from alignkit.inference.base import SamplingConfig
 
         return list(eng.generate(chats, SamplingConfig(max_new_tokens=self.max_tokens, temperature=0.0)))
 

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
-from alignkit.evals.backends import encode_pair
+from alignkit.inference import encode_pair
 from alignkit.losses.f2c import F2CControls, cce_loss, consensus_controls, format_jsd, teacher_student_kl
 
 logger = logging.getLogger(__name__)

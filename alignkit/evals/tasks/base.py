@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar
 
-from alignkit.evals.backends.base import Backend, ModelSpec
+from alignkit.inference.base import Backend, ModelSpec
 from alignkit.registry import Registry
 from alignkit.utils import cache_key
 

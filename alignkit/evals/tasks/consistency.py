@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
-from alignkit.evals.backends.base import Backend, ModelSpec
+from alignkit.inference.base import Backend, ModelSpec
 from alignkit.evals.cache import ItemCache, run_cached
 from alignkit.evals.metrics.consistency import consistency_summary, per_format_f1, format_predictions
 from alignkit.evals.tasks.base import Metric, Task, TaskResult, register_task

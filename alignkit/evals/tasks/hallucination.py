@@ -23,7 +23,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Callable
 
-from alignkit.evals.backends.base import Backend, ModelSpec, SamplingConfig
+from alignkit.inference.base import Backend, ModelSpec, SamplingConfig
 from alignkit.evals.cache import ItemCache, run_cached
 from alignkit.evals.metrics.stats import mean_metric
 from alignkit.evals.tasks.base import Metric, Task, TaskResult, register_task

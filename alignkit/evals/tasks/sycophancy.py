@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal, Protocol, Sequence
 
 from alignkit.builders.sycophancy import N_TURNS, build_pushback_items, load_sycon, read_items
-from alignkit.evals.backends.base import Backend, ModelSpec, SamplingConfig
+from alignkit.inference.base import Backend, ModelSpec, SamplingConfig
 from alignkit.evals.cache import ItemCache, run_cached
 from alignkit.evals.metrics.stats import mean_metric
 from alignkit.evals.metrics.sycophancy import number_of_flips, sycophancy_summary, turn_of_flip
@@ -230,7 +230,7 @@ def make_stance_judge(spec: Any, backend: Backend) -> StanceJudge:
     if spec == "llm":
         return LLMStanceJudge(backend)
     if spec.startswith("llm:"):
-        from alignkit.evals.backends import get_backend
+        from alignkit.inference import get_backend
 
         return LLMStanceJudge(get_backend(backend.name, spec[4:]), name=spec)
     raise ValueError(f"unknown stance judge {spec!r}: use 'reference', 'llm', 'llm:MODEL' or a judge object")

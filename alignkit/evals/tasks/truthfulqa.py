@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from alignkit.evals.backends.base import Backend, ModelSpec, SamplingConfig
+from alignkit.inference.base import Backend, ModelSpec, SamplingConfig
 from alignkit.evals.cache import ItemCache, run_cached
 from alignkit.evals.metrics.stats import mean_metric
 from alignkit.evals.metrics.truthfulqa import mc1_correct, mc2_score, truthful_by_similarity
