@@ -11,6 +11,7 @@ venv:
 
 demo: venv
 	$(PY) -m alignkit.cli demo $(if $(QUICK),--quick,) --output $(DEMO_OUT)
+	$(if $(QUICK),,$(PY) scripts/demo_readme.py $(DEMO_OUT))
 
 test: venv
 	$(PY) -m pytest -q -ra $(PYTEST_ARGS)

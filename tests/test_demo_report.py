@@ -47,3 +47,29 @@ def test_report_reads_settings_from_the_runs_and_the_backend_from_the_eval(tmp_p
     assert "| fdpo | fdpo | 0.3 | – | 7.0 | yes (11) |" in rows["fdpo"] and "0.88 (n = 48)" in rows["fdpo"]
     # nothing the code used to type in: r16, β 0.1, ε = 0.1, λ = 10, "vLLM backend"
     assert "r16" not in report and "β 0.1" not in report and "λ = 10" not in report and "vLLM backend" not in report
+
+
+def test_publishing_a_run_rewrites_only_the_readme_block_and_docs_demo(tmp_path):
+    """scripts/demo_readme.py (not the library) copies a run's tables and plots into a checkout."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("demo_readme", Path(__file__).parents[1] / "scripts" / "demo_readme.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    png = b"\x89PNG\r\n\x1a\nfake"
+    out = tmp_path / "demo_out"
+    (out / "eval" / "plots").mkdir(parents=True)
+    (out / "training_loss.png").write_bytes(png)
+    (out / "eval" / "plots" / "icl.png").write_bytes(png)
+    (out / "report.md").write_text("# Demo\n## Training\n| dpo | 0.658 |\n![training loss](training_loss.png)\n"
+                                   "## Evaluation\n| hallucination | 0.25 |\n![icl.png](eval/plots/icl.png)\n"
+                                   "Full evaluation report: eval/report.md\n")
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "README.md").write_text("intro\n<!-- demo:begin -->\nold numbers\n<!-- demo:end -->\noutro\n")
+    script.update_readme(out, repo=repo)
+    readme = (repo / "README.md").read_text()
+    assert readme.startswith("intro\n<!-- demo:begin -->") and readme.endswith("<!-- demo:end -->\noutro\n")
+    assert "old numbers" not in readme and "| dpo | 0.658 |" in readme and "| hallucination | 0.25 |" in readme
+    assert "](docs/demo/icl.png)" in readme and "eval/plots" not in readme
+    assert sorted(p.name for p in (repo / "docs" / "demo").iterdir()) == ["icl.png", "training_loss.png"]

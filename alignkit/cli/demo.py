@@ -12,12 +12,11 @@ def register(sub: argparse._SubParsersAction, name: str, help_text: str) -> None
     p.add_argument("--quick", action="store_true", help="the smaller run (≤ 8 minutes on 2 cores)")
     p.add_argument("--output", default="demo_out", help="output folder (default demo_out)")
     p.add_argument("--backend", default=None, choices=("vllm", "hf"), help="eval backend (default: the suite's, vllm)")
-    p.add_argument("--no-readme", action="store_true", help="do not rewrite the README's demo section")
     p.set_defaults(func=_demo)
 
 
 def _demo(args: argparse.Namespace) -> int:
     from alignkit.demo import run_demo
 
-    run_demo(args.output, quick=args.quick, backend=args.backend, write_readme=not args.quick and not args.no_readme)
+    run_demo(args.output, quick=args.quick, backend=args.backend)
     return 0
