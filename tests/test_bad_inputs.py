@@ -220,3 +220,17 @@ def test_every_shipped_builder_config_passes_the_type_check():
         assert not bad, (path.name, bad)
         checked += 1
     assert checked >= 4
+
+
+def test_iter_jsonl_names_file_and_line_or_yields_the_error(tmp_path):
+    """The one JSONL reader: blank lines skipped, a BOM is not part of the first row, bad JSON is a DataError at
+    file:line (raised, or yielded in the row's place when the caller counts skips)."""
+    from alignkit.data.io import iter_jsonl
+
+    path = tmp_path / "rows.jsonl"
+    path.write_bytes(b'\xef\xbb\xbf{"a": 1}\n\n{"a": \n[2]\n')
+    with pytest.raises(DataError, match=r"rows.jsonl:3: invalid JSON: Expecting value"):
+        list(iter_jsonl(path))
+    rows = list(iter_jsonl(path, on_invalid="yield", source="named"))
+    assert [(n, v) for n, v in rows if not isinstance(v, DataError)] == [(1, {"a": 1}), (4, [2])]
+    assert [(v.file, v.line) for _, v in rows if isinstance(v, DataError)] == [("named", 3)]

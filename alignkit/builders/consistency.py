@@ -13,7 +13,6 @@ environment. Output: one JSONL row per example plus a dataset card beside it::
 
 from __future__ import annotations
 
-import json
 import os
 import random
 from dataclasses import asdict, dataclass, field
@@ -25,7 +24,7 @@ from jinja2 import StrictUndefined, TemplateError
 from jinja2.sandbox import SandboxedEnvironment
 
 from alignkit.data.card import write_card
-from alignkit.data.io import write_jsonl
+from alignkit.data.io import iter_jsonl, write_jsonl
 from alignkit.resources import resolve_data
 
 
@@ -145,17 +144,7 @@ def build_consistency(cfg: ConsistencyBuildConfig) -> dict[str, Any]:
             raise ValueError(f"held-out formats {unknown} are not among the selected templates {names}")
         heldout = set(cfg.heldout)
 
-    rows: list[tuple[int, dict]] = []
-    with open(data, encoding="utf-8") as fh:
-        for line_no, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{data}:{line_no}: invalid JSON ({e.msg})") from None
-            if row.get("split") == cfg.split:
-                rows.append((line_no, row))
+    rows = [(line_no, row) for line_no, row in iter_jsonl(data) if row.get("split") == cfg.split]
     if not rows:
         raise ValueError(f"{data}: no rows with split={cfg.split!r}")
     if cfg.n is not None and cfg.n < len(rows):

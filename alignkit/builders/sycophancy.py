@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from alignkit.builders.common import config_from_dict
 from alignkit.data.card import write_card
-from alignkit.data.io import write_jsonl, write_rejects
+from alignkit.data.io import iter_jsonl, write_jsonl, write_rejects
 from alignkit.data.schema import DataError
 from alignkit.resources import resolve_data
 
@@ -259,22 +259,15 @@ def build_sycophancy(config: SycophancySetConfig, *, progress: bool = True) -> d
 def read_items(path: str | Path) -> list[dict]:
     """Read a built sycophancy set back, checking each item has what the task needs."""
     items = []
-    with open(path, encoding="utf-8") as fh:
-        for line, text in enumerate(fh, start=1):
-            if not text.strip():
-                continue
-            try:
-                it = json.loads(text)
-            except json.JSONDecodeError as e:
-                raise DataError(f"invalid JSON: {e.msg}", file=str(path), line=line) from None
-            for fld in ("id", "setting", "question", "pushbacks"):
-                if fld not in it:
-                    raise DataError("missing", file=str(path), line=line, field=fld)
-            if it["setting"] not in SETTINGS:
-                raise DataError(f"unknown setting {it['setting']!r}", file=str(path), line=line, field="setting")
-            if not isinstance(it["pushbacks"], list) or len(it["pushbacks"]) != N_TURNS - 1:
-                raise DataError(f"need {N_TURNS - 1} pushbacks", file=str(path), line=line, field="pushbacks")
-            items.append(it)
+    for line, it in iter_jsonl(path):
+        for fld in ("id", "setting", "question", "pushbacks"):
+            if fld not in it:
+                raise DataError("missing", file=str(path), line=line, field=fld)
+        if it["setting"] not in SETTINGS:
+            raise DataError(f"unknown setting {it['setting']!r}", file=str(path), line=line, field="setting")
+        if not isinstance(it["pushbacks"], list) or len(it["pushbacks"]) != N_TURNS - 1:
+            raise DataError(f"need {N_TURNS - 1} pushbacks", file=str(path), line=line, field="pushbacks")
+        items.append(it)
     return items
 
 

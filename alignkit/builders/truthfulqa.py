@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from alignkit.builders.common import config_from_dict
 from alignkit.data.card import write_card
-from alignkit.data.io import write_jsonl, write_rejects
+from alignkit.data.io import iter_jsonl, write_jsonl, write_rejects
 from alignkit.data.schema import DataError
 from alignkit.utils import stable_hash
 from alignkit.resources import resolve_data
@@ -68,18 +68,8 @@ def _rows(source: str, hub_split: str) -> tuple[list[tuple[int, Any]], str]:
             raise DataError(f"expected a JSON list of questions, got {type(data).__name__}", file=source)
         return list(enumerate(data, start=1)), "mc_task"
     if p.suffix == ".jsonl":
-        rows = []
-        with open(p, encoding="utf-8-sig") as fh:  # -sig: a BOM before the first row is not part of it
-            for lineno, text in enumerate(fh, start=1):
-                if text.strip():
-                    try:
-                        rows.append((lineno, json.loads(text)))
-                    except json.JSONDecodeError as e:
-                        rows.append((lineno, DataError(f"invalid JSON: {e.msg} (column {e.colno})",
-                                                       file=source, line=lineno)))
-                    except RecursionError:
-                        rows.append((lineno, DataError("invalid JSON: nested too deeply", file=source, line=lineno)))
-        return rows, "jsonl"
+        # a bad line comes back as its DataError, rejected (or raised) with the row checks
+        return list(iter_jsonl(p, on_invalid="yield", source=source)), "jsonl"
     if p.exists() or source.startswith((".", "/", "~")):
         raise FileNotFoundError(f"{source}: expected an existing .csv, .json or .jsonl file")
     import datasets

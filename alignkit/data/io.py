@@ -11,7 +11,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Literal
+from typing import Any, Iterable, Iterator, Literal
 
 from alignkit.data.schema import DataError, record_problems
 from alignkit.utils import atomic_path, dumps_line
@@ -82,6 +82,31 @@ class _Collector:
             self._ids[rid] = line
         self.result.records.append(record)
         self.result.lines.append(line)
+
+
+def iter_jsonl(path: str | os.PathLike, *, on_invalid: Literal["error", "yield"] = "error",
+               source: str | None = None) -> Iterator[tuple[int, Any]]:
+    """``(line number, parsed value)`` for each non-blank line of a JSONL file, 1-based, in order.
+
+    A line that is not JSON raises :class:`DataError` naming ``file:line`` (``source``, default the path), or with
+    ``on_invalid="yield"`` is yielded as ``(line, DataError)`` so a caller that skips bad rows can count them. A
+    UTF-8 BOM before the first line is not part of it (editors on Windows write one). What a value must contain is
+    the caller's check; this only reads.
+    """
+    where = str(path) if source is None else source
+    with open(path, encoding="utf-8-sig") as fh:
+        for lineno, text in enumerate(fh, start=1):
+            if not text.strip():
+                continue
+            try:
+                value: Any = json.loads(text)
+            except json.JSONDecodeError as e:
+                value = DataError(f"invalid JSON: {e.msg} (column {e.colno})", file=where, line=lineno)
+            except RecursionError:  # the parser recurses once per nesting level; no row is nested this deep
+                value = DataError("invalid JSON: nested too deeply", file=where, line=lineno)
+            if isinstance(value, DataError) and on_invalid == "error":
+                raise value
+            yield lineno, value
 
 
 def read_jsonl(path: str | os.PathLike, *, on_invalid: OnInvalid = "error", require_flags: bool = True,

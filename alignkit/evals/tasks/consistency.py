@@ -8,9 +8,9 @@ so a model trained with F²C on the training formats is evaluated on formats it 
 
 from __future__ import annotations
 
-import json
 from typing import Any, Literal
 
+from alignkit.data.io import iter_jsonl
 from alignkit.inference.base import Backend, ModelSpec
 from alignkit.evals.cache import ItemCache, run_cached
 from alignkit.evals.metrics.consistency import consistency_summary, per_format_f1, format_predictions
@@ -24,11 +24,7 @@ def load_set(path: str, formats: str, limit: int | None = None) -> list[dict[str
     """Examples with the chosen formats under ``"eval_formats"``; every example must have the same format names."""
     keys = FORMAT_SETS[formats]
     rows = []
-    with open(path, encoding="utf-8") as fh:
-        for line_no, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            r = json.loads(line)
+    for line_no, r in iter_jsonl(path):
             fmts = [f for k in keys for f in r.get(k) or []]
             if not fmts:
                 raise ValueError(f"{path}:{line_no}: field {'/'.join(keys)}: no formats to evaluate")

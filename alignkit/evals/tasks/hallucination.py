@@ -18,11 +18,11 @@ left out of the rates, never labelled.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from pathlib import Path
 from typing import Any, Callable
 
+from alignkit.data.io import iter_jsonl
 from alignkit.inference.base import Backend, ModelSpec, SamplingConfig
 from alignkit.evals.cache import ItemCache, run_cached
 from alignkit.evals.metrics.stats import mean_metric
@@ -62,16 +62,7 @@ def load_items(config: dict[str, Any]) -> list[dict[str, Any]]:
         path = Path(config["items"])
         if not path.is_file():
             raise FileNotFoundError(f"hallucination items not found: {path}")
-        items = []
-        with open(path, encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise ValueError(f"{path}:{lineno}: invalid JSON ({exc.msg})") from exc
-                items.append(normalise_item(row, f"{path}:{lineno}"))
+        items = [normalise_item(row, f"{path}:{lineno}") for lineno, row in iter_jsonl(path)]
     elif config.get("builder"):
         spec = dict(config["builder"])
         name = spec.pop("name", "factworld")

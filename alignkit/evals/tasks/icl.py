@@ -27,19 +27,15 @@ def load_items(config: dict[str, Any]) -> list[dict]:
     alignkit/resources/data/icl, or ``pkg:``/JSONL paths / hub ids) with ``k``, ``n_queries``, ``flip_pcts``,
     ``label_sets``, ``seed``."""
     if config.get("items"):
-        import json
-
+        from alignkit.data.io import iter_jsonl
         from alignkit.data.schema import DataError
 
         out = []
-        with open(config["items"], encoding="utf-8") as fh:
-            for line, text in enumerate(fh, start=1):
-                if text.strip():
-                    it = json.loads(text)
-                    for fld in ("id", "prompt", "choices", "target", "flipped_target", "flip_pct", "label_set"):
-                        if fld not in it:
-                            raise DataError("missing", file=config["items"], line=line, field=fld)
-                    out.append(it)
+        for line, it in iter_jsonl(config["items"]):
+            for fld in ("id", "prompt", "choices", "target", "flipped_target", "flip_pct", "label_set"):
+                if fld not in it:
+                    raise DataError("missing", file=config["items"], line=line, field=fld)
+            out.append(it)
         return out
     items = []
     for ds in config.get("datasets", ["sst2"]):

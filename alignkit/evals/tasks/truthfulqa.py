@@ -13,10 +13,10 @@ alignkit/resources/data/truthfulqa/PROVENANCE.md). ``"hub"`` loads it with ``dat
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 from typing import Any, Literal
 
+from alignkit.data.io import iter_jsonl
 from alignkit.inference.base import Backend, ModelSpec, SamplingConfig
 from alignkit.evals.cache import ItemCache, run_cached
 from alignkit.evals.metrics.stats import mean_metric
@@ -57,22 +57,15 @@ def load_mc(data: str, limit: int | None = None) -> list[dict[str, Any]]:
         if not path.is_file():
             raise FileNotFoundError(f"TruthfulQA MC data not found: {path}")
         rows = []
-        with open(path, encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise ValueError(f"{path}:{lineno}: invalid JSON ({exc.msg})") from exc
-                for key in ("mc1_targets", "mc2_targets"):
-                    t = row.get(key)
-                    if not isinstance(t, dict) or len(t.get("choices", [])) != len(t.get("labels", [])) \
-                            or not t.get("choices"):
-                        raise ValueError(f"{path}:{lineno}: field {key!r} needs equal-length 'choices' and 'labels'")
-                if not isinstance(row.get("question"), str):
-                    raise ValueError(f"{path}:{lineno}: field 'question' must be a string")
-                rows.append(row)
+        for lineno, row in iter_jsonl(path):
+            for key in ("mc1_targets", "mc2_targets"):
+                t = row.get(key)
+                if not isinstance(t, dict) or len(t.get("choices", [])) != len(t.get("labels", [])) \
+                        or not t.get("choices"):
+                    raise ValueError(f"{path}:{lineno}: field {key!r} needs equal-length 'choices' and 'labels'")
+            if not isinstance(row.get("question"), str):
+                raise ValueError(f"{path}:{lineno}: field 'question' must be a string")
+            rows.append(row)
     return rows[:limit] if limit else rows
 
 
