@@ -71,7 +71,7 @@ def main() -> None:
     from alignkit.builders.consistency import ConsistencyBuildConfig, build_consistency
     from alignkit.inference.base import ModelSpec
     from alignkit.inference.hf import HFBackend
-    from alignkit.evals.cache import ItemCache
+    from alignkit.data.cache import ItemCache
     from alignkit.evals.tasks import get_task
     from alignkit.resources import resolve_data
     from alignkit.train import load_recipe, parse_dict, train_from_config

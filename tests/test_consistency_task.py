@@ -6,7 +6,7 @@ import pytest
 
 from alignkit.builders.consistency import ConsistencyBuildConfig, build_consistency
 from alignkit.inference.base import ModelSpec
-from alignkit.evals.cache import ItemCache
+from alignkit.data.cache import ItemCache
 from alignkit.evals.metrics.consistency import consistency_summary
 from alignkit.evals.tasks import get_task
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from alignkit.inference.base import LoglikResult, ModelSpec
-from alignkit.evals.cache import ItemCache
+from alignkit.data.cache import ItemCache
 from alignkit.evals.tasks import get_task
 from alignkit.utils import folder_fingerprint, model_identity, source_identity
 

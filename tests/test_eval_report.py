@@ -10,7 +10,7 @@ from typing import ClassVar
 import numpy as np
 import pytest
 
-from alignkit.evals.cache import ItemCache, run_cached
+from alignkit.data.cache import ItemCache, run_cached
 from alignkit.evals.metrics.stats import bootstrap_ci, mean_metric
 from alignkit.evals.report import SCHEMA_VERSION, markdown_table, write_report
 from alignkit.evals.tasks.base import TASKS, Metric, Task, TaskResult

@@ -137,7 +137,7 @@ def test_icl_task_tiny_model(toy, tiny_model, tmp_path):
     """The task on the hf backend: every item scored, curves and plot written, a rerun served from the cache."""
     from alignkit.inference import get_backend
     from alignkit.inference.base import ModelSpec
-    from alignkit.evals.cache import ItemCache
+    from alignkit.data.cache import ItemCache
     from alignkit.evals.tasks import TASKS, get_task
 
     backend = get_backend("hf", tiny_model)

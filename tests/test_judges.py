@@ -182,3 +182,17 @@ def test_transient_errors_are_not_cached(tmp_path):
     js, stats = run_judge(Flaky(), [_item("a")], cache=tmp_path / "c.jsonl", progress=False)
     assert js[0].status == "error" and stats["status"] == {"error": 1}
     assert not (tmp_path / "c.jsonl").exists() or (tmp_path / "c.jsonl").read_text() == ""
+
+
+def test_cache_bad_middle_line_is_an_error_naming_file_and_line(tmp_path):
+    """One cache rule for evals and judges: only a torn last line is a crash artefact; a bad line before it is not
+    dropped (with everything after it) but reported."""
+    from alignkit.data import DataError
+
+    path = tmp_path / "cache.jsonl"
+    run_judge(ReferenceJudge(), [_item("Velmora was founded in 1847.")], cache=path, progress=False)
+    good = path.read_text()
+    path.write_text("not json\n" + good)
+    with pytest.raises(DataError, match=r"cache\.jsonl:1: corrupt cache record"):
+        JudgeCache(path)
+    assert path.read_text() == "not json\n" + good  # nothing truncated

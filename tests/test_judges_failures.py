@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from alignkit.inference.base import ModelSpec
-from alignkit.evals.cache import ItemCache
+from alignkit.data.cache import ItemCache
 from alignkit.evals.report import write_report
 from alignkit.evals.tasks import get_task
 from alignkit.judges import Judgement, VLLMJudge

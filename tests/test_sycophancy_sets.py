@@ -130,7 +130,7 @@ def test_pushback_task_tiny_model(tiny_model, tmp_path):
     """The factual pushback task on the hf backend: 5 answers per item, ToF/NoF from the judgments, cache, plot."""
     from alignkit.inference import get_backend
     from alignkit.inference.base import ModelSpec
-    from alignkit.evals.cache import ItemCache
+    from alignkit.data.cache import ItemCache
     from alignkit.evals.metrics import number_of_flips, turn_of_flip
     from alignkit.evals.tasks import TASKS, get_task
 

@@ -30,7 +30,7 @@ from alignkit.inference import BACKENDS
 from alignkit.inference.split import LOGLIKELIHOOD_TASKS, suite_backend
 from alignkit.inference.base import ModelSpec
 from alignkit.config import ConfigError
-from alignkit.evals.cache import ItemCache
+from alignkit.data.cache import ItemCache
 from alignkit.evals.provenance import provenance
 from alignkit.evals.report import write_report
 from alignkit.evals.tasks import TASKS, TaskResult, get_task

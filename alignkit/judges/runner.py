@@ -4,21 +4,20 @@ The cache is a JSONL file of ``{"key": ..., "judgement": {...}}`` lines, appende
 The key is a hash of (judge identity — model, mode, prompt version —, prompt, response, context, references).
 Transient failures (timeouts, HTTP errors, engine crashes) are not cached, so a rerun retries them; parse failures
 of a deterministic judge are cached (a rerun would get the same reply). A torn last line — the process was killed
-mid-write — is ignored on load and cut off before the next append.
+mid-write — is ignored on load (counted) and cut off before the next append; a bad line before the end is an error
+naming file and line (:class:`alignkit.data.cache.ItemCache`).
 """
 
 from __future__ import annotations
 
-import json
 import os
 from collections import Counter
-from pathlib import Path
 
 from tqdm import tqdm
 
+from alignkit.data.cache import ItemCache
 from alignkit.judges.base import Judge, JudgeItem, Judgement, is_transient
 from alignkit.utils import cache_key as _cache_key
-from alignkit.utils import dumps_line
 
 
 def cache_key(judge: Judge, item: JudgeItem) -> str:
@@ -28,49 +27,17 @@ def cache_key(judge: Judge, item: JudgeItem) -> str:
                       list(item.reference_false))
 
 
-class JudgeCache:
-    def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
-        self.entries: dict[str, dict] = {}
-        self.torn_lines = 0
-        self._load()
+class JudgeCache(ItemCache):
+    """The item cache (:class:`alignkit.data.cache.ItemCache`) holding judgements; transient failures are not kept."""
 
-    def _load(self) -> None:
-        if not self.path.exists():
-            return
-        data = self.path.read_bytes()
-        good_end = 0
-        for line in data.splitlines(keepends=True):
-            try:
-                if not line.endswith(b"\n"):
-                    raise ValueError("torn")
-                row = json.loads(line)
-                self.entries[row["key"]] = row["judgement"]
-            except (ValueError, KeyError, TypeError):
-                # Only the tail can be torn (appends are line-sized and fsync'ed); keep the valid prefix.
-                self.torn_lines += 1
-                break
-            good_end += len(line)
-        if good_end < len(data):
-            with open(self.path, "r+b") as fh:
-                fh.truncate(good_end)
+    FIELD = "judgement"
 
-    def get(self, key: str) -> Judgement | None:
-        d = self.entries.get(key)
-        return Judgement(**d) if d is not None else None
+    def get(self, key: str, default: Judgement | None = None) -> Judgement | None:  # type: ignore[override]
+        d = super().get(key)
+        return Judgement(**d) if d is not None else default
 
-    def put_many(self, pairs: list[tuple[str, Judgement]]) -> None:
-        rows = [(k, j) for k, j in pairs if not is_transient(j)]
-        if not rows:
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a", encoding="utf-8") as fh:
-            for k, j in rows:
-                d = j.as_dict()
-                self.entries[k] = d
-                fh.write(dumps_line({"key": k, "judgement": d}) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+    def put_many(self, pairs: list[tuple[str, Judgement]]) -> None:  # type: ignore[override]
+        super().put_many((k, j.as_dict()) for k, j in pairs if not is_transient(j))
 
 
 def run_judge(judge: Judge, items: list[JudgeItem], *, cache: JudgeCache | str | os.PathLike | None = None,

@@ -67,7 +67,7 @@ class Task(ABC):
 
     @abstractmethod
     def run(self, backend: Backend, model: ModelSpec, cache: Any) -> TaskResult:
-        """Evaluate ``model`` on this task. ``cache`` is an alignkit.evals.cache.ItemCache (or None)."""
+        """Evaluate ``model`` on this task. ``cache`` is an alignkit.data.cache.ItemCache (or None)."""
 
     @classmethod
     def plot(cls, results: list[TaskResult], out_dir: Path) -> list[Path]:

@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 from alignkit.data.io import iter_jsonl
 from alignkit.inference.base import Backend, ModelSpec, SamplingConfig
-from alignkit.evals.cache import ItemCache, run_cached
+from alignkit.data.cache import ItemCache, run_cached
 from alignkit.evals.metrics.stats import mean_metric
 from alignkit.evals.tasks.base import Metric, Task, TaskResult, register_task
 from alignkit.utils import model_identity, stable_hash

@@ -24,7 +24,7 @@ from typing import Any, ClassVar, Literal, Protocol, Sequence
 
 from alignkit.builders.sycophancy import N_TURNS, build_pushback_items, load_sycon, read_items
 from alignkit.inference.base import Backend, ModelSpec, SamplingConfig
-from alignkit.evals.cache import ItemCache, run_cached
+from alignkit.data.cache import ItemCache, run_cached
 from alignkit.evals.metrics.stats import mean_metric
 from alignkit.evals.metrics.sycophancy import number_of_flips, sycophancy_summary, turn_of_flip
 from alignkit.evals.tasks.base import Task, TaskResult, register_task

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from alignkit.data.io import iter_jsonl
 from alignkit.inference.base import Backend, ModelSpec, SamplingConfig
-from alignkit.evals.cache import ItemCache, run_cached
+from alignkit.data.cache import ItemCache, run_cached
 from alignkit.evals.metrics.stats import mean_metric
 from alignkit.evals.metrics.truthfulqa import mc1_correct, mc2_score, truthful_by_similarity
 from alignkit.evals.tasks.base import Task, TaskResult, register_task

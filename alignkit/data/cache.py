@@ -1,8 +1,10 @@
-"""Per-item result cache: one JSONL file, a record per line, keyed on content, fsync'd per batch.
+"""The one append-only per-item cache (eval tasks and judges): a JSONL file, a record per line, keyed on content,
+fsync'd per batch.
 
 A rerun after a crash reads what was written and only computes the missing items. A crash mid-write can leave a torn
 last line; it is dropped on open (and counted in ``torn_lines``) and truncated away so appends stay line-aligned.
-A malformed line anywhere else is not a crash artefact, so it raises with the file and line number.
+A complete last record that only lacks its newline is kept (the newline is added). A malformed line anywhere else is
+not a crash artefact, so it raises :class:`~alignkit.data.schema.DataError` with the file and line number.
 
 Keys come from :func:`alignkit.utils.cache_key` (task name and version, model identity by content, config, item). A
 cache opened with a ``scope`` (the eval runner passes the backend options that change results, e.g. ``dtype``) folds
@@ -16,10 +18,16 @@ import os
 from pathlib import Path
 from typing import Any, Iterable
 
+from alignkit.data.schema import DataError
 from alignkit.utils import cache_key, dumps_line
 
 
 class ItemCache:
+    """``key -> value`` records ``{"key": ..., FIELD: ...}``; subclasses name the value field (the judge cache keeps
+    ``"judgement"`` so caches written before stay readable)."""
+
+    FIELD = "value"
+
     def __init__(self, path: str | os.PathLike, scope: Any = None) -> None:
         self.path = Path(path)
         self.scope = scope
@@ -50,18 +58,18 @@ class ItemCache:
             if line.strip():
                 try:
                     rec = json.loads(line)
-                    if not isinstance(rec, dict) or "key" not in rec or "value" not in rec:
-                        raise ValueError("record needs 'key' and 'value'")
+                    if not isinstance(rec, dict) or "key" not in rec or self.FIELD not in rec:
+                        raise ValueError(f"record needs 'key' and {self.FIELD!r}")
                 except ValueError as exc:
                     if is_last or all(not rest.strip() for rest in lines[lineno:]):
                         self.torn_lines += 1
                         break
-                    raise ValueError(f"{self.path}:{lineno}: corrupt cache record ({exc})") from exc
+                    raise DataError(f"corrupt cache record ({exc})", file=str(self.path), line=lineno) from exc
                 if is_last:  # valid JSON but no newline yet: keep it and finish the line
-                    self._data[rec["key"]] = rec["value"]
+                    self._data[rec["key"]] = rec[self.FIELD]
                     good_end = -1
                     break
-                self._data[rec["key"]] = rec["value"]
+                self._data[rec["key"]] = rec[self.FIELD]
             good_end = end
             offset = end
         if good_end == -1:
@@ -90,7 +98,7 @@ class ItemCache:
         for key, value in records:
             key = self._scoped(key)
             self._data[key] = value
-            lines.append(dumps_line({"key": key, "value": value}) + "\n")
+            lines.append(dumps_line({"key": key, self.FIELD: value}) + "\n")
         if not lines:
             return
         with open(self.path, "a", encoding="utf-8") as fh:
