@@ -48,3 +48,17 @@ def test_summary_mean_and_sigma_f1():
     assert s["mean_f1"] == pytest.approx(np.mean(f1s)) and s["sigma_f1"] == pytest.approx(np.std(f1s))
     assert s["agreement"] == pytest.approx(100 * (1 + 0 + 1 + 0) / 4)  # K=2: agree -> 1, disagree -> 0
     assert s["accuracy"] == pytest.approx(100 * 6 / 8)
+
+
+def test_one_fleiss_implementation_for_trainer_eval_and_judges():
+    """F²C's training-time agreement, the eval's P̄ and the judge ensemble's kappa come from alignkit.metrics."""
+    from alignkit.evals.metrics import consistency
+    from alignkit.judges import ensemble
+    from alignkit.metrics import agreement
+
+    assert consistency.fleiss_observed_agreement is agreement.fleiss_observed_agreement
+    assert ensemble.fleiss_kappa is agreement.fleiss_kappa
+    preds = [(0, 0, 1, 1), (2, 2, 2, 1)]
+    assert [agreement.fleiss_p_i(p) for p in preds] == pytest.approx([1 / 3, 1 / 2])
+    assert agreement.fleiss_observed_agreement(preds) == pytest.approx(100 * (1 / 3 + 1 / 2) / 2)
+    assert agreement.fleiss_p_i((1,)) == 1.0  # one format agrees with itself (the trainer's convention)

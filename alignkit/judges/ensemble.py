@@ -10,29 +10,9 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Sequence
 
 from alignkit.judges.base import Judge, JudgeItem, Judgement
-
-
-def fleiss_kappa(counts: Sequence[Sequence[int]]) -> float | None:
-    """Fleiss' kappa (Fleiss 1971, "Measuring nominal scale agreement among many raters", Psychol. Bull. 76(5)).
-
-    ``counts[i][j]`` = raters who put item i in category j; every row must sum to the same number of raters n ≥ 2.
-    Returns None when chance agreement is 1 (every rating in one category: kappa is undefined).
-    """
-    if not counts:
-        return None
-    n = sum(counts[0])
-    if n < 2 or any(sum(row) != n for row in counts):
-        raise ValueError("every item needs the same number (>= 2) of ratings")
-    big_n, k = len(counts), len(counts[0])
-    p_bar = sum((sum(c * c for c in row) - n) / (n * (n - 1)) for row in counts) / big_n
-    p_j = [sum(row[j] for row in counts) / (big_n * n) for j in range(k)]
-    p_e = sum(p * p for p in p_j)
-    if p_e >= 1.0:
-        return None
-    return (p_bar - p_e) / (1.0 - p_e)
+from alignkit.metrics.agreement import fleiss_kappa
 
 
 @dataclass

@@ -29,6 +29,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from alignkit.inference import encode_pair
 from alignkit.losses.f2c import F2CControls, cce_loss, consensus_controls, format_jsd, teacher_student_kl
+from alignkit.metrics.agreement import fleiss_p_i
 
 logger = logging.getLogger(__name__)
 CLASS_BALANCE = ("none", "quota")
@@ -205,15 +206,6 @@ def sequence_scores(token_logps: Tensor, mask: Tensor, *, length_normalize: bool
     m = mask.to(token_logps.dtype)
     total = (token_logps * m).sum(-1)
     return total / m.sum(-1).clamp_min(1) if length_normalize else total
-
-
-def fleiss_p_i(predictions: tuple[int, ...]) -> float:
-    """One example's Fleiss agreement P_i = (Σ_j n_j² − K) / (K(K − 1)) (1.0 for K = 1)."""
-    k = len(predictions)
-    if k < 2:
-        return 1.0
-    counts = [predictions.count(c) for c in set(predictions)]
-    return (sum(n * n for n in counts) - k) / (k * (k - 1))
 
 
 class ClassQuota:

@@ -9,6 +9,8 @@ from typing import Sequence
 
 import numpy as np
 
+from alignkit.metrics.agreement import fleiss_observed_agreement  # noqa: F401 (part of this module's API)
+
 
 def format_predictions(ll: Sequence) -> np.ndarray:
     """Per-format predictions ``[n, K]``: argmax over choices, ties to the lowest index (numpy's argmax)."""
@@ -16,22 +18,6 @@ def format_predictions(ll: Sequence) -> np.ndarray:
     if a.ndim != 3:
         raise ValueError(f"ll must be [n, K, C], got shape {a.shape}")
     return a.argmax(-1)
-
-
-def fleiss_observed_agreement(preds: Sequence) -> float:
-    """Observed agreement P_o = Fleiss' P̄ ×100: P_i = (Σ_j n_ij² − K) / (K(K − 1)), n_ij = formats predicting
-    class j on example i, averaged over examples (Fleiss, 1971). Needs K ≥ 2."""
-    p = np.asarray(preds)
-    if p.ndim != 2 or p.shape[0] == 0:
-        raise ValueError(f"preds must be a non-empty [n, K] array, got shape {p.shape}")
-    n, k = p.shape
-    if k < 2:
-        raise ValueError("agreement needs at least 2 formats")
-    p_i = []
-    for row in p:
-        _, counts = np.unique(row, return_counts=True)
-        p_i.append(((counts ** 2).sum() - k) / (k * (k - 1)))
-    return float(100.0 * np.mean(p_i))
 
 
 def f1_score(y_true: Sequence[int], y_pred: Sequence[int], *, n_classes: int, pos_label: int = 1) -> float:
