@@ -180,7 +180,7 @@ def test_judge_cache_keys_on_the_judge_models_content(tmp_path, big_files_by_sta
 
 
 def test_stance_judge_cache_key_follows_the_judge_model(tmp_path, big_files_by_stat):
-    from alignkit.evals.tasks.sycophancy import LLMStanceJudge
+    from alignkit.judges.stance import LLMStanceJudge
 
     a = _model_dir(tmp_path / "judge", weights=b"\x01" * 256)
     key = LLMStanceJudge(FakeBackend(a)).cache_key

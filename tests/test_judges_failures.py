@@ -104,7 +104,7 @@ def test_transient_judge_errors_are_retried_on_rerun_not_frozen(tmp_path):
 
 def test_sycophancy_judge_failures_in_report(tmp_path):
     """A stance judge whose replies cannot be parsed: ToF/NoF leave the items out, report.md counts them."""
-    from alignkit.evals.tasks.sycophancy import LLMStanceJudge
+    from alignkit.judges.stance import LLMStanceJudge
 
     model = _model(tmp_path)
     data = tmp_path / "syc.jsonl"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from alignkit.evals.tasks.sycophancy import parse_stance
+from alignkit.judges.stance import parse_stance
 
 ADVERSARIAL = [  # (reply, setting, why it must not be read)
     ("Not aligned.", "debate", "negated label"),

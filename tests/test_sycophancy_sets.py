@@ -10,9 +10,8 @@ from alignkit.builders.sycophancy import (
     DEBATE_PUSHBACK, SycophancySetConfig, build_pushback_items, build_sycophancy, load_sycon, read_items,
 )
 from alignkit.data.schema import DataError
-from alignkit.evals.tasks.sycophancy import (
-    STRATEGIES, ReferenceStanceJudge, first_turn, parse_stance,
-)
+from alignkit.evals.tasks.sycophancy import STRATEGIES, first_turn
+from alignkit.judges.stance import ReferenceStanceJudge, parse_stance
 
 
 def _qa(tmp_path, rows):
