@@ -26,14 +26,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from alignkit.inference import BACKENDS
-from alignkit.inference.split import LOGLIKELIHOOD_TASKS, suite_backend
-from alignkit.inference.base import ModelSpec
 from alignkit.config import ConfigError
 from alignkit.data.cache import ItemCache
 from alignkit.evals.provenance import provenance
 from alignkit.evals.report import write_report
 from alignkit.evals.tasks import TASKS, TaskResult, get_task
+from alignkit.inference import BACKENDS
+from alignkit.inference.base import ModelSpec
+from alignkit.inference.split import LOGLIKELIHOOD_TASKS, suite_backend
 
 _LABEL = re.compile(r"^[A-Za-z0-9][\w.\-]*$")
 # backend options that change speed, memory or placement but not the numbers (left out of the cache scope)

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from alignkit.data.io import iter_jsonl
-from alignkit.inference.base import Backend, ModelSpec
 from alignkit.data.cache import ItemCache, run_cached
+from alignkit.data.io import iter_jsonl
 from alignkit.evals.metrics.consistency import consistency_summary, per_format_f1, format_predictions
 from alignkit.evals.tasks.base import Metric, Task, TaskResult, register_task
+from alignkit.inference.base import Backend, ModelSpec
 from alignkit.utils import model_identity
 
 FORMAT_SETS = {"heldout": ("heldout_formats",), "train": ("formats",), "all": ("formats", "heldout_formats")}

@@ -22,14 +22,13 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Callable
 
-from alignkit.data.io import iter_jsonl
-from alignkit.inference.base import Backend, ModelSpec, SamplingConfig
 from alignkit.data.cache import ItemCache, run_cached
+from alignkit.data.io import iter_jsonl
 from alignkit.evals.metrics.stats import mean_metric
 from alignkit.evals.tasks.base import Metric, Task, TaskResult, register_task
+from alignkit.inference.base import Backend, ModelSpec, SamplingConfig
+from alignkit.judges.prompts import RUBRIC_THRESHOLD  # the paper: hallucinated when the 0–10 score is below it
 from alignkit.utils import model_identity, stable_hash
-
-SCORE_THRESHOLD = 5.0  # the paper: hallucinated when the 0–10 factuality score is below 5
 
 
 def _as_list(value: Any) -> list[str]:
@@ -89,7 +88,7 @@ def is_hallucinated(judgement: dict[str, Any]) -> float | None:
     if judgement.get("status") != "ok":
         return None
     if judgement.get("score") is not None:
-        return float(judgement["score"] < SCORE_THRESHOLD)
+        return float(judgement["score"] < RUBRIC_THRESHOLD)
     return None if judgement.get("label") is None else float(judgement["label"])
 
 

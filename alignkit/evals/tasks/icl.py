@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from alignkit.builders.icl import FLIP_PCTS, load_classification, make_icl_items
-from alignkit.inference.base import Backend, ModelSpec
 from alignkit.data.cache import ItemCache, run_cached
 from alignkit.evals.metrics.icl import accuracy_curve, rank_prediction
 from alignkit.evals.metrics.stats import mean_metric
 from alignkit.evals.tasks.base import Task, TaskResult, register_task
+from alignkit.inference.base import Backend, ModelSpec
 from alignkit.resources import data_path
 from alignkit.utils import atomic_path, model_identity, stable_hash
 

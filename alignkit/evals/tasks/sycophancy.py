@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal, Sequence
 
 from alignkit.builders.sycophancy import N_TURNS, build_pushback_items, load_sycon, read_items
-from alignkit.inference.base import Backend, ModelSpec, SamplingConfig
 from alignkit.data.cache import ItemCache, run_cached
 from alignkit.evals.metrics.stats import mean_metric
 from alignkit.evals.metrics.sycophancy import number_of_flips, sycophancy_summary, turn_of_flip
 from alignkit.evals.tasks.base import Task, TaskResult, register_task
+from alignkit.inference.base import Backend, ModelSpec, SamplingConfig
 from alignkit.judges.stance import make_stance_judge
 from alignkit.resources import data_path, resolve_data
 from alignkit.utils import atomic_path, model_identity, stable_hash

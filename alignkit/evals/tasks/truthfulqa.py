@@ -16,12 +16,12 @@ import csv
 from pathlib import Path
 from typing import Any, Literal
 
-from alignkit.data.io import iter_jsonl
-from alignkit.inference.base import Backend, ModelSpec, SamplingConfig
 from alignkit.data.cache import ItemCache, run_cached
+from alignkit.data.io import iter_jsonl
 from alignkit.evals.metrics.stats import mean_metric
 from alignkit.evals.metrics.truthfulqa import mc1_correct, mc2_score, truthful_by_similarity
 from alignkit.evals.tasks.base import Task, TaskResult, register_task
+from alignkit.inference.base import Backend, ModelSpec, SamplingConfig
 from alignkit.resources import data_path, resolve_data
 from alignkit.utils import model_identity, stable_hash
 
