@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -26,6 +27,7 @@ MODULES: dict[str, list[str]] = {
     "bench_f2c": [],
     "bench_evals": [],
     "bench_distributed": [],
+    "bench_loglik": [],
 }
 
 
@@ -47,12 +49,15 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--output", default="benchmarks", help="folder for results.json and RESULTS.md")
     ap.add_argument("--only", nargs="*", help="run only these modules (e.g. bench_trainer)")
+    ap.add_argument("--module-args", default="",
+                    help="extra flags for the modules run, e.g. --only bench_loglik --module-args='--parts tqa,icl'")
     a = ap.parse_args(argv)
     out = Path(a.output)
     raw = out / "results"
     raw.mkdir(parents=True, exist_ok=True)
     names = [n for n in MODULES if not a.only or n in a.only]
-    records = [run_module(n, MODULES[n], raw) for n in names if (Path(__file__).parent / f"{n}.py").is_file()]
+    extra = shlex.split(a.module_args)
+    records = [run_module(n, MODULES[n] + extra, raw) for n in names if (Path(__file__).parent / f"{n}.py").is_file()]
     if a.only and (out / "results.json").is_file():
         # a partial rerun keeps the other modules' records from the last full run, in the usual order
         fresh = {r["module"]: r for r in records}

