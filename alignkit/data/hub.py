@@ -30,7 +30,7 @@ from typing import Any, Literal
 from trl.scripts.utils import ScriptArguments as TRLScriptArguments
 
 from alignkit.data.io import ReadResult, _Collector
-from alignkit.data.schema import FLAG_FIELDS, DataError, record_problems
+from alignkit.data.schema import FLAG_FIELDS, DataError
 
 MissingFlags = Literal["error", "zero"]
 MISSING_FLAGS = ("error", "zero")
@@ -175,7 +175,6 @@ class RowStream:
         # io's collector gives rejects their location and honours on_invalid (raise, or keep with the reason)
         self._collector = _Collector(self.source.label, self.on_invalid, self.require_flags)
         self.rejects = self._collector.result.rejects
-        self._ids: dict[str, int] = {}
 
     def __iter__(self) -> Iterator[tuple[int, dict]]:
         """``(row, record)`` for every valid row; ``row`` is 1-based in the source split."""
@@ -192,18 +191,8 @@ class RowStream:
             filled = self.missing_flags == "zero" and not any(name in record for name in FLAG_FIELDS)
             if filled:
                 record.update({name: 0 for name in FLAG_FIELDS})  # Δh = 0: F-DPO is plain DPO on this pair
-            problems = record_problems(record, require_flags=self.require_flags)
-            if problems:
-                problem = problems[0]
-                flagless = problem.field in FLAG_FIELDS and problem.reason == "missing"
-                col.reject(row, problem.field, f"missing ({_FLAGS_HINT})" if flagless else problem.reason, raw)
+            if not col.check(row, record, raw, unit="row", flags_hint=_FLAGS_HINT):
                 continue
-            rid = record.get("id")
-            if rid is not None:
-                if rid in self._ids:
-                    col.reject(row, "id", f"duplicate id {rid!r} (first seen on row {self._ids[rid]})", raw)
-                    continue
-                self._ids[rid] = row
             self.n_flags_filled += filled
             yield row, record
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Literal
 
-from alignkit.data.schema import DataError, record_problems
+from alignkit.data.schema import FLAG_FIELDS, DataError, record_problems
 from alignkit.utils import atomic_path, dumps_line
 
 OnInvalid = Literal["error", "skip"]
@@ -69,17 +69,29 @@ class _Collector:
             row["raw"] = row["raw"][:2000] + "…"
         self.result.rejects.append(row)
 
-    def add(self, line: int, record: Any, raw: Any) -> None:
+    def check(self, line: int, record: Any, raw: Any, *, unit: str = "line", flags_hint: str | None = None) -> bool:
+        """Reject ``record`` (schema problem, or an id seen before) and return False, or remember its id and return
+        True. ``unit`` names positions in the duplicate message ("line" in a file, "row" in a dataset split);
+        ``flags_hint`` is added to a missing-flag reason (how to run without flags)."""
         problems = record_problems(record, require_flags=self.require_flags)
         if problems:
-            self.reject(line, problems[0].field, problems[0].reason, raw)
-            return
+            problem = problems[0]
+            reason = problem.reason
+            if flags_hint and problem.field in FLAG_FIELDS and reason == "missing":
+                reason = f"missing ({flags_hint})"
+            self.reject(line, problem.field, reason, raw)
+            return False
         rid = record.get("id")
         if rid is not None:
             if rid in self._ids:
-                self.reject(line, "id", f"duplicate id {rid!r} (first seen on line {self._ids[rid]})", raw)
-                return
+                self.reject(line, "id", f"duplicate id {rid!r} (first seen on {unit} {self._ids[rid]})", raw)
+                return False
             self._ids[rid] = line
+        return True
+
+    def add(self, line: int, record: Any, raw: Any) -> None:
+        if not self.check(line, record, raw):
+            return
         self.result.records.append(record)
         self.result.lines.append(line)
 
