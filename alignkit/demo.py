@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from alignkit.resources import recipe_path, suite_path
-from alignkit.utils import atomic_path, atomic_write_json, atomic_write_text, stable_hash
+from alignkit.utils import atomic_path, atomic_write_json, atomic_write_text, pyplot, stable_hash
 
 METHODS = ("dpo", "cdpo", "fdpo")
 
@@ -131,10 +131,7 @@ def evaluate(preset: DemoPreset, data: dict[str, Any], runs: dict[str, dict], ou
 
 
 def _loss_plot(runs: dict[str, dict], path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(5.5, 3.5))
     for method, m in runs.items():

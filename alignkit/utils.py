@@ -170,3 +170,14 @@ def cache_key(*parts: Any) -> str:
     """The key of one cached result: a stable hash of everything it depends on (task name and version, model
     identity, config, item...). Every cache in alignkit builds its keys with this function."""
     return stable_hash(list(parts), n=24)
+
+
+def pyplot() -> Any:
+    """``matplotlib.pyplot`` on the non-interactive Agg backend: alignkit only writes plots to files, and must do so
+    on a machine without a display (a cluster node, CI) too."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt

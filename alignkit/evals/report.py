@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from alignkit.evals.tasks.base import TASKS, Metric, TaskResult
-from alignkit.utils import atomic_path, atomic_write_json, atomic_write_text, dumps_line
+from alignkit.utils import atomic_path, atomic_write_json, atomic_write_text, dumps_line, pyplot
 
 SCHEMA_VERSION = 1
 
@@ -82,10 +82,7 @@ def judge_table(results: list[TaskResult]) -> str:
 
 def plot_metric_bars(results: list[TaskResult], out_dir: Path) -> list[Path]:
     """One PNG per task: a panel per metric with a bar per model and its 95% interval."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     paths = []
     for task in dict.fromkeys(r.task for r in results):

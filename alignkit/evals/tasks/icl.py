@@ -19,7 +19,7 @@ from alignkit.evals.metrics.stats import mean_metric
 from alignkit.evals.tasks.base import Task, TaskResult, register_task
 from alignkit.inference.base import Backend, ModelSpec
 from alignkit.resources import data_path
-from alignkit.utils import atomic_path, model_identity, stable_hash
+from alignkit.utils import atomic_path, model_identity, pyplot, stable_hash
 
 
 def load_items(config: dict[str, Any]) -> list[dict]:
@@ -116,10 +116,7 @@ class FlippedLabelICL(Task):
     @classmethod
     def plot(cls, results: list[TaskResult], out_dir: Path) -> list[Path]:
         """Accuracy vs flip % per model: one panel per label set; solid = true labels, dotted = flipped targets."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        plt = pyplot()
 
         results = [r for r in results if r.extra.get("curves")]
         if not results:
