@@ -160,7 +160,9 @@ def report_worker_error(exc: BaseException) -> None:
     rank = os.environ.get("RANK", "0")
     folder = os.environ.get(ERROR_DIR_ENV)
     if folder and Path(folder).is_dir():
-        (Path(folder) / f"error-{rank}.txt").write_text(message, encoding="utf-8")
+        from alignkit.utils import atomic_write_text  # the launcher never reads half a message
+
+        atomic_write_text(Path(folder) / f"error-{rank}.txt", message)
         return
     prefix = f"[rank {rank}] " if int(os.environ.get("WORLD_SIZE", "1")) > 1 else ""
     print(f"{prefix}error: {message}", file=sys.stderr, flush=True)
