@@ -26,7 +26,9 @@ LAYERS: list[tuple[str, ...]] = [
 ]
 RANK = {name: i for i, layer in enumerate(LAYERS) for name in layer}
 
-# old module paths kept only as aliases while long-running processes may still import them; to be deleted
+# old module paths (issue 12): nothing may import them, and each is gone from disk unless listed in SHIMS
+RETIRED = ("alignkit.evals.backends", "alignkit.evals.cache")
+# retired paths still on disk as pure aliases while long-running processes may import them; to be deleted
 SHIMS = {"alignkit.evals.backends"}
 
 # modules a trainer must not import even though they sit in its layer: the launch script is above the library
@@ -86,6 +88,18 @@ def test_imports_only_go_down():
             if RANK[dst] > RANK[src] or (src, module) in FORBIDDEN or any(module.startswith(s) for s in SHIMS):
                 upward.append(f"{path.relative_to(ROOT.parent)}:{line}: {src} imports {module}")
     assert upward == []
+
+
+def test_nothing_imports_a_retired_path():
+    repo = ROOT.parent
+    files = [p for d in ("alignkit", "tests", "scripts", "benchmarks") for p in sorted((repo / d).rglob("*.py"))
+             if not any(module_name(p).startswith(s) for s in SHIMS)]
+    old = [f"{p.relative_to(repo)}:{line}: {m}" for p in files for line, m in imported_modules(p)
+           if any(m == r or m.startswith(r + ".") for r in RETIRED)]
+    assert old == []
+    for retired in set(RETIRED) - SHIMS:
+        base = repo.joinpath(*retired.split("."))
+        assert not base.is_dir() and not base.with_suffix(".py").is_file(), f"{retired} was retired; delete it"
 
 
 def test_shims_only_alias():
