@@ -19,7 +19,7 @@ from alignkit.data.hub import HubDataArguments
 from alignkit.registry import Registry
 
 # name -> trainer module (``CONFIG_CLASS`` + ``run``), imported on first use
-TRAINERS = Registry("trainer", {"fdpo": "alignkit.trainers.fdpo", "f2c": "alignkit.trainers.f2c"})
+TRAINERS = Registry("trainer", {"fdpo": "alignkit.trainers.fdpo_trainer", "f2c": "alignkit.trainers.f2c_trainer"})
 
 
 @dataclass

@@ -43,7 +43,8 @@ def _setup(model_name: str, examples: int, formats: int):
 
     from alignkit.builders.consistency import ConsistencyBuildConfig, build_consistency
     from alignkit.models import resolve_model
-    from alignkit.trainers.f2c import F2CCollator, F2CConfig
+    from alignkit.trainers.f2c_config import F2CConfig
+    from alignkit.trainers.f2c_trainer import F2CCollator
 
     data = Path(tempfile.mkdtemp()) / "rte.jsonl"
     build_consistency(ConsistencyBuildConfig(data="pkg:consistency/rte.jsonl",
@@ -60,7 +61,8 @@ def _setup(model_name: str, examples: int, formats: int):
 def _step(model, batch, args, mode: str) -> float:
     import torch
 
-    from alignkit.trainers.f2c import answer_forward, f2c_batch_loss
+    from alignkit.losses.f2c import f2c_batch_loss
+    from alignkit.trainers.f2c_trainer import answer_forward
 
     b, k, c = (int(x) for x in batch["shape"])
     if mode == "batched":

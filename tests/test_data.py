@@ -184,7 +184,7 @@ def test_rejects_files_keep_dots_in_the_name(tmp_path):
 
 
 def test_partial_flipped_column_is_counted(tmp_path, caplog):
-    from alignkit.trainers.runner import load_split
+    from alignkit.trainers.data import load_split
 
     rows = [dict(rec(i, 0, 1), flipped=True) for i in range(3)] + [rec(i, 0, 1) for i in range(3, 5)]
     src = tmp_path / "pairs.jsonl"

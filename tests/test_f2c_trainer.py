@@ -13,7 +13,9 @@ import pytest
 import torch
 import yaml
 
-from alignkit.trainers.f2c import F2CCollator, F2CConfig, F2CTrainer, answer_logprobs, sequence_scores
+from alignkit.losses.f2c import answer_logprobs, sequence_scores
+from alignkit.trainers.f2c_config import F2CConfig
+from alignkit.trainers.f2c_trainer import F2CCollator, F2CTrainer
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -164,7 +166,7 @@ def test_two_process_zero3_f2c(tiny_model, tmp_path, shared_data):
 
 
 def test_answer_forward_matches_full_logits(tiny):
-    from alignkit.trainers.f2c import answer_forward
+    from alignkit.trainers.f2c_trainer import answer_forward
 
     model, tok = tiny
     batch = F2CCollator(tok)([always_skipped(0), always_agreeing(1)])
@@ -206,7 +208,7 @@ D3 = [[0.7, 0.2, 0.1], [0.5, 0.3, 0.2], [0.2, 0.6, 0.2]]
 
 
 def test_no_split_k_below_two_gets_cce_plus_alpha_jsd_over_all_formats(tmp_path):
-    from alignkit.trainers.f2c import f2c_batch_loss
+    from alignkit.losses.f2c import f2c_batch_loss
 
     ll = [[-1.0, -2.0], [-1.0, -1.5], [-2.0, -1.0]]  # 2 of 3 vote 0 -> k = min(3, 1) = 1: no split
     args = _args(tmp_path, cce_weight=0.4, beta_jsd=0.35, alpha_noncons=0.8)
@@ -220,7 +222,7 @@ def test_no_split_k_below_two_gets_cce_plus_alpha_jsd_over_all_formats(tmp_path)
 
 
 def test_strong_unanimity_gets_cce_plus_beta_jsd_over_all_formats_and_no_flip_term(tmp_path):
-    from alignkit.trainers.f2c import f2c_batch_loss
+    from alignkit.losses.f2c import f2c_batch_loss
 
     ll = [[-0.1, -2.1], [0.0, -3.0], [-0.2, -2.0]]  # margins 2, 3, 1.8 -> median 2 >= τ = 1.4
     args = _args(tmp_path, cce_weight=0.4, beta_jsd=0.35, alpha_noncons=0.8)
@@ -231,7 +233,7 @@ def test_strong_unanimity_gets_cce_plus_beta_jsd_over_all_formats_and_no_flip_te
 
 
 def test_split_gets_cce_plus_flip_kl_plus_beta_jsd_among_teachers(tmp_path):
-    from alignkit.trainers.f2c import f2c_batch_loss
+    from alignkit.losses.f2c import f2c_batch_loss
 
     ll = [[-1.0, -3.0], [-0.5, -1.0], [-2.0, -1.0], [-1.0, -2.5], [-3.0, -0.5]]  # teachers (0, 3), students 1, 2, 4
     dists = [[0.7, 0.2, 0.1], [0.5, 0.3, 0.2], [0.2, 0.6, 0.2], [0.6, 0.3, 0.1], [0.1, 0.1, 0.8]]
@@ -246,7 +248,7 @@ def test_split_gets_cce_plus_flip_kl_plus_beta_jsd_among_teachers(tmp_path):
 
 
 def test_no_majority_contributes_nothing_and_the_mean_is_over_contributing_examples(tmp_path):
-    from alignkit.trainers.f2c import f2c_batch_loss
+    from alignkit.losses.f2c import f2c_batch_loss
 
     tie = [[-1.0, -2.0], [-2.0, -1.0]]  # 1-1 at K = 2
     args = _args(tmp_path, cce_weight=1.0, beta_jsd=0.0, alpha_noncons=0.0)
@@ -264,7 +266,7 @@ def test_no_majority_contributes_nothing_and_the_mean_is_over_contributing_examp
 
 
 def test_class_quota_admits_up_to_the_base_share_plus_one(tmp_path):
-    from alignkit.trainers.f2c import ClassQuota, f2c_batch_loss
+    from alignkit.losses.f2c import ClassQuota, f2c_batch_loss
 
     q = ClassQuota([0.5, 0.5])
     # class 1 again and again: 1st (1 <= 0.5*1 + 1), 2nd (2 <= 0.5*2 + 1) pass, 3rd (3 > 0.5*3 + 1) is refused
@@ -286,7 +288,7 @@ def test_class_quota_admits_up_to_the_base_share_plus_one(tmp_path):
 def test_dev_loss_early_stopping_counts_only_after_min_steps():
     from types import SimpleNamespace
 
-    from alignkit.trainers.f2c import DevLossEarlyStopping
+    from alignkit.trainers.f2c_trainer import DevLossEarlyStopping
 
     cb = DevLossEarlyStopping(patience=2, min_steps=20)
     control = SimpleNamespace(should_training_stop=False)
@@ -338,7 +340,7 @@ def test_collapse_guard_warns_and_stops_when_asked(tiny_model, tmp_path, caplog)
     # With C = 2 some class always holds >= 50%: threshold 0.5 makes the guard fire once its window (4) is full,
     # i.e. after the first step of 2 examples × 2 formats.
     kw = dict(max_steps=3, collapse_threshold=0.5, collapse_window=4, learning_rate=1e-4)
-    with caplog.at_level("WARNING", logger="alignkit.trainers.f2c"):
+    with caplog.at_level("WARNING", logger="alignkit.trainers.f2c_trainer"):
         tr = _trainer(AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32), tok, tmp_path, rows,
                       **kw)
         tr.train()
@@ -424,12 +426,12 @@ def test_dev_loss_early_stopping_with_eval_dataset_path_and_honoured_model_keys(
                      attn_implementation="eager", class_balance="quota", class_balance_examples=4)
     m = train_from_config(recipe)
     assert seen["attn_implementation"] == "eager"
-    assert m["n_dev_examples"] == 3 and m["global_step"] == 2
-    assert m["early_stopping"]["stopped_at"] == 2 and m["early_stopping"]["best_step"] == 1
+    assert m["data"]["eval"]["n_used"] == 3 and m["global_step"] == 2
+    assert m["f2c"]["early_stopping"]["stopped_at"] == 2 and m["f2c"]["early_stopping"]["best_step"] == 1
     saved = json.loads((tmp_path / "out" / "metrics.json").read_text())
     evals = [h for h in saved["log_history"] if "eval_loss" in h]
     assert len(evals) == 2 and evals[0]["eval_loss"] == evals[1]["eval_loss"] > 0
-    assert sum(m["base_class_shares"]) == pytest.approx(1.0) and sum(m["quota_counts"]) <= 2
+    assert sum(m["f2c"]["base_class_shares"]) == pytest.approx(1.0) and sum(m["f2c"]["quota_counts"]) <= 2
     with pytest.raises(ValueError, match="dev set"):
         train_from_config({**recipe, "eval_dataset_path": None, "output_dir": str(tmp_path / "o2")})
     with pytest.raises(ValueError, match="use_peft"):

@@ -17,10 +17,14 @@ to-Prompt-Perturbations-in-LLMs, ``flipflop_trainer.py``: ``derive_flipflop_cont
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from torch import Tensor
+
+from alignkit.metrics.agreement import fleiss_p_i
 
 
 @dataclass(frozen=True)
@@ -179,3 +183,129 @@ def format_jsd(teacher_logprobs: Tensor, teacher_mask: Tensor) -> Tensor:
 
 
 teacher_jsd = format_jsd  # the name of the with-split use
+
+
+class F2CLossArgs(Protocol):
+    """The F²C hyper-parameters :func:`f2c_batch_loss` reads (``F2CConfig`` has them all)."""
+
+    tau: float
+    top_k: int
+    w_min: float
+    w_max: float
+    temperature: float
+    cce_weight: float
+    beta_jsd: float
+    alpha_noncons: float
+    length_normalize: bool
+
+
+def answer_logprobs(logits: Tensor, answer_pos: Tensor, answer_ids: Tensor) -> tuple[Tensor, Tensor]:
+    """Full-vocabulary log-distributions at the answer positions ``[N, L, V]`` and the answer tokens' log-probs
+    ``[N, L]`` (float32, whatever the model's dtype)."""
+    v = logits.shape[-1]
+    sel = logits.gather(1, answer_pos.unsqueeze(-1).expand(-1, -1, v))
+    logp = sel.float().log_softmax(-1)
+    return logp, logp.gather(-1, answer_ids.unsqueeze(-1)).squeeze(-1)
+
+
+def sequence_scores(token_logps: Tensor, mask: Tensor, *, length_normalize: bool = True) -> Tensor:
+    """Per-sequence answer score: mean (or sum) of the answer tokens' log-probs."""
+    m = mask.to(token_logps.dtype)
+    total = (token_logps * m).sum(-1)
+    return total / m.sum(-1).clamp_min(1) if length_normalize else total
+
+
+class ClassQuota:
+    """alignkit's class-balance control (not part of F²C): admit a pseudo-label c only while the admitted count of c
+    stays within ``share_c · (admitted + 1) + 1`` — the base model's share of class c, with one example of slack so
+    that the first examples of any class pass. Counts are per process and restart when a run resumes."""
+
+    def __init__(self, shares: list[float]) -> None:
+        if not shares or any(s < 0 for s in shares) or abs(sum(shares) - 1) > 1e-6:
+            raise ValueError(f"class shares must be >= 0 and sum to 1, got {shares}")
+        self.shares = list(shares)
+        self.counts = [0] * len(shares)
+
+    def admit(self, label: int) -> bool:
+        if not 0 <= label < len(self.shares):
+            raise ValueError(f"pseudo-label {label} outside the {len(self.shares)} classes of the quota")
+        if self.counts[label] + 1 > self.shares[label] * (sum(self.counts) + 1) + 1:
+            return False
+        self.counts[label] += 1
+        return True
+
+
+def f2c_batch_loss(logp: Tensor, tok_lp: Tensor, mask: Tensor, shape: tuple[int, int, int],
+                   args: F2CLossArgs, *, quota: ClassQuota | None = None
+                   ) -> tuple[Tensor, list[F2CControls], dict[str, float]]:
+    """The F²C loss of one batch from its answer-position log-distributions ``logp`` ``[B·K·C, L, V]``, answer-token
+    log-probs ``tok_lp`` and ``mask`` ``[B·K·C, L]`` (rows ordered example, format, choice).
+
+    Controls come from the detached scores. Per example with a strict majority (and, with ``quota``, an admitted
+    pseudo-label), on the consensus answer c* only, as in the authors' code:
+
+    * with a teacher/student split: CCE + w·KL(P̄_T ‖ P_s) + β_JSD·JSD(teachers);
+    * strong unanimity (never a split): CCE + β_JSD·JSD(all K formats);
+    * k < 2 (no split): CCE + α_noncons·JSD(all K formats).
+
+    Examples without a strict majority (or refused by the quota) contribute nothing; the loss is the mean over the
+    examples that do."""
+    b, k, c = shape
+    with torch.no_grad():
+        ll = sequence_scores(tok_lp.detach(), mask, length_normalize=args.length_normalize).view(b, k, c)
+        ctrls = [consensus_controls(ll[i], tau=args.tau, top_k=args.top_k, w_min=args.w_min, w_max=args.w_max,
+                                    temperature=args.temperature) for i in range(b)]
+    # Graph-connected zero: keeps backward (and ZeRO-3's gathers) identical on ranks whose batch is all skipped.
+    loss = tok_lp.sum() * 0.0
+    cce_sum = align_sum = jsd_sum = jsd_all_sum = 0.0
+    kept = refused = 0
+    for i, ct in enumerate(ctrls):
+        if ct.skip:
+            continue
+        if quota is not None and not quota.admit(ct.label):
+            refused += 1
+            continue
+        kept += 1
+        rows = [i * k * c + f * c + ct.label for f in range(k)]
+        ex = cce_loss(tok_lp[rows], mask[rows], cce_weight=args.cce_weight)
+        cce_sum += ex.item()
+        if ct.split:
+            t_rows = [rows[f] for f in ct.teachers]
+            s_rows = [rows[f] for f in ct.students]
+            if ct.weight > 0:
+                ex_align = ct.weight * teacher_student_kl(logp[t_rows], mask[t_rows], logp[s_rows], mask[s_rows])
+                ex = ex + ex_align
+                align_sum += ex_align.item()
+            if args.beta_jsd > 0:
+                ex_jsd = args.beta_jsd * format_jsd(logp[t_rows], mask[t_rows])
+                ex = ex + ex_jsd
+                jsd_sum += ex_jsd.item()
+        else:
+            # No split: the authors' code weights the all-format JSD by β_JSD under strong unanimity and by
+            # ff_no_consensus_alpha_jsd otherwise (flipflop_trainer.py, training_step).
+            weight = args.beta_jsd if ct.unanimous else args.alpha_noncons
+            if weight > 0 and k >= 2:
+                ex_jsd = weight * format_jsd(logp[rows], mask[rows])
+                ex = ex + ex_jsd
+                jsd_all_sum += ex_jsd.item()
+        loss = loss + ex
+    if kept:
+        loss = loss / kept
+    stats = {"f2c/skipped": 1.0 - (kept + refused) / b,
+             "f2c/agreement": 100.0 * sum(fleiss_p_i(ct.predictions) for ct in ctrls) / b}
+    if quota is not None:
+        stats["f2c/quota_refused"] = refused / b
+    if kept:
+        used = [ct for ct in ctrls if not ct.skip]
+        stats.update({"f2c/cce": cce_sum / kept, "f2c/align": align_sum / kept, "f2c/jsd": jsd_sum / kept,
+                      "f2c/jsd_all": jsd_all_sum / kept,
+                      "f2c/unanimous": sum(ct.unanimous for ct in used) / len(used),
+                      "f2c/split": sum(ct.split for ct in used) / len(used),
+                      "f2c/flip_weight": sum(ct.weight for ct in used) / len(used)})
+    return loss, ctrls, stats
+
+
+def class_shares(counts: Counter, n_classes: int) -> list[float]:
+    """Share of each class 0..n_classes-1 in ``counts`` (all 0 when empty)."""
+    total = sum(counts.values())
+    return [counts.get(j, 0) / total if total else 0.0 for j in range(n_classes)]

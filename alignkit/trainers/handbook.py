@@ -32,7 +32,7 @@ An alignment-handbook DPO recipe becomes an F-DPO run with ``loss_type: fdpo`` o
 
 The recipe fields themselves (:class:`~alignkit.data.hub.HubDataArguments`, which alignkit's ``ScriptArguments``
 inherits, and their checks) live in :mod:`alignkit.data.hub`, which imports no torch, so that parsing and checking a
-recipe stays fast; this module does the reading for :func:`alignkit.trainers.runner.run_preference`.
+recipe stays fast; this module does the reading for :func:`alignkit.trainers.runner.run_training`.
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def _finish(records: list[dict], streams: list[RowStream], label: str, max_sampl
             rejects_to: Path | None):
     from alignkit.data import write_rejects
     from alignkit.data.io import partial_column_rows
-    from alignkit.trainers.runner import records_to_dataset
+    from alignkit.trainers.data import records_to_dataset
     from alignkit.utils import stable_hash
 
     rejects = [r for s in streams for r in s.rejects]
@@ -106,7 +106,7 @@ class HubSplits:
 def hub_splits(script_args: Any, training_args: Any, *, require_flags: bool,
                rejects_dir: Path | None) -> HubSplits | None:
     """The training (and evaluation) datasets of a recipe that names its data with ``dataset_name`` or
-    ``dataset_mixture``, as ``(datasets.Dataset, info)`` pairs like :func:`alignkit.trainers.runner.load_split`;
+    ``dataset_mixture``, as ``(datasets.Dataset, info)`` pairs like :func:`alignkit.trainers.data.load_split`;
     None for a ``dataset_path`` recipe. Rejected rows go to ``rejects_dir/{train,eval}.rejects.jsonl``."""
     if not getattr(script_args, "uses_hub_data", False):
         return None

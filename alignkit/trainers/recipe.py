@@ -27,7 +27,7 @@ def _training_rules(dc: type):
     steps)."""
     from transformers import TrainingArguments
 
-    from alignkit.trainers.config import training_problems
+    from alignkit.trainers.fdpo_config import training_problems
 
     return training_problems if isinstance(dc, type) and issubclass(dc, TrainingArguments) else None
 
@@ -84,7 +84,7 @@ def check_data(recipe: dict[str, Any], *, source: str | Path | None = None, line
     if recipe.get("trainer", "fdpo") != "fdpo":
         return
     from alignkit.data import read_records
-    from alignkit.trainers.config import FLAG_LOSSES, normalise_loss_type
+    from alignkit.trainers.fdpo_config import FLAG_LOSSES, normalise_loss_type
 
     lines = lines or {}
     require_flags = bool(recipe.get("apply_flip")) or any(

@@ -1,4 +1,4 @@
-"""Shared run logic for preference trainers: read the recipe's data, build the trainer, train (resuming), save.
+"""One run for every trainer (:func:`run_training`): read the recipe's data, build the trainer, train (resuming), save.
 
 Output folder: the model or LoRA adapter (+ tokenizer), ``alignkit_config.yaml`` (the resolved recipe) and
 ``metrics.json`` (final train/eval metrics, per-step log history, whether the flip ran and how many rows it swapped,
@@ -23,48 +23,11 @@ import yaml
 from transformers import TrainerCallback
 from transformers.trainer_callback import ExportableState
 
-from alignkit.data import read_records, write_rejects
-from alignkit.data.io import partial_column_rows
-from alignkit.trainers.config import FLAG_LOSSES
 from alignkit.trainers.distributed import init_deepspeed_comm
 from alignkit.trainers.handbook import hub_splits
 from alignkit.utils import atomic_write_json, atomic_write_text, stable_hash
 
 logger = logging.getLogger(__name__)
-KEEP_COLUMNS = ("prompt", "chosen", "rejected", "h_w", "h_l", "flipped")
-
-
-def records_to_dataset(records: list[dict], source: str):
-    """A ``datasets.Dataset`` of the training columns. Flag columns must be on every row or on none."""
-    from datasets import Dataset
-
-    if not records:
-        raise ValueError(f"{source}: no valid records to train on")
-    columns = {}
-    for key in KEEP_COLUMNS:
-        have = sum(1 for r in records if r.get(key) is not None)
-        if have == len(records):
-            columns[key] = [r[key] for r in records]
-        elif have and key != "flipped":
-            raise ValueError(f"{source}: field '{key}' is set on {have} of {len(records)} rows; set it on all or none")
-    if "flipped" in columns:
-        columns["flipped"] = [bool(v) for v in columns["flipped"]]
-    return Dataset.from_dict(columns)
-
-
-def load_split(path: str, split: str, *, require_flags: bool, on_invalid: str, max_samples: int | None,
-               rejects_to: Path | None) -> tuple[Any, dict]:
-    res = read_records(path, on_invalid=on_invalid, require_flags=require_flags, split=split)
-    records = res.records[:max_samples] if max_samples else res.records
-    if rejects_to is not None:
-        write_rejects(rejects_to, res.rejects)
-    info = {"source": res.source, "n_read": len(res.records), "n_used": len(records), "n_rejected": res.n_rejected}
-    # a `flipped` column set on only some rows is left out of the dataset (see records_to_dataset): count the rows
-    info["n_flipped_values_dropped"] = partial_column_rows(records, "flipped")
-    if info["n_flipped_values_dropped"]:
-        logger.warning("%s: 'flipped' is set on %d of %d rows; that column is ignored",
-                       res.source, info["n_flipped_values_dropped"], len(records))
-    return records_to_dataset(records, res.source), info
 
 
 def complete_checkpoints(output_dir: str | Path) -> list[Path]:
@@ -221,20 +184,220 @@ def resolved_config(script_args, training_args, model_args) -> dict:
     return _plain(out)
 
 
-def run_preference(trainer_cls, script_args, training_args, model_args, callbacks: list | None = None) -> dict:
-    """Train ``trainer_cls`` (an FDPOTrainer-like class) and write the output folder; returns the metrics dict.
-    ``callbacks`` are extra ``transformers.TrainerCallback`` objects (e.g. to stop early)."""
+def _is_f2c(training_args: Any) -> bool:
+    from alignkit.trainers.f2c_config import F2CConfig
+
+    return isinstance(training_args, F2CConfig)
+
+
+def _check_f2c_args(script_args: Any, training_args: Any, model_args: Any) -> None:
+    """What an F²C recipe cannot combine, found before any data or model is read."""
+    from trl import get_quantization_config
+
+    if script_args.on_invalid != "error":
+        raise ValueError("on_invalid: F2C reads consistency sets strictly; only 'error' is supported")
+    if getattr(script_args, "uses_hub_data", False):
+        raise ValueError("dataset_name / dataset_mixture: F2C trains on a consistency set (dataset_path) only")
+    if get_quantization_config(model_args) is not None and not model_args.use_peft:
+        raise ValueError("load_in_4bit/load_in_8bit train only adapters: set use_peft: true")
+    if training_args.class_balance != "none" and training_args.deepspeed:
+        raise ValueError("class_balance scores the base model outside the DeepSpeed engine; use DDP (or no "
+                         "class_balance) with DeepSpeed")
+
+
+def _consistency_data(script_args: Any, training_args: Any) -> tuple[list, dict, list | None, dict | None, str]:
+    """F²C's (train, train info, dev, dev info, rows fingerprint); the info dicts have :func:`load_split`'s keys."""
+    from alignkit.trainers.data import consistency_dev_split, load_consistency_set
+
+    train = load_consistency_set(script_args.dataset_path, training_args, script_args.dataset_split or "train")
+    n_read = len(train)
+    if script_args.max_train_samples:
+        train = train[: script_args.max_train_samples]
+    train, dev = consistency_dev_split(script_args, training_args, train)
+    if training_args.early_stopping_patience and dev is None:
+        raise ValueError("early_stopping_patience needs a dev set: set eval_dataset_path or dev_examples")
+    if dev is not None and str(getattr(training_args.eval_strategy, "value", training_args.eval_strategy)) == "no":
+        raise ValueError("a dev set is given (eval_dataset_path or dev_examples) but eval_strategy is 'no': set "
+                         "eval_strategy: steps and eval_steps, or drop the dev set")
+    train_info = {"source": script_args.dataset_path, "n_read": n_read, "n_used": len(train), "n_rejected": 0}
+    dev_info = None if dev is None else {
+        "source": script_args.eval_dataset_path or f"last {len(dev)} of {script_args.dataset_path}",
+        "n_read": len(dev), "n_used": len(dev), "n_rejected": 0}
+    return train, train_info, dev, dev_info, stable_hash(train)
+
+
+def _f2c_model(model_path: str, training_args: Any, model_args: Any):
+    """The F²C policy: the causal LM (quantized and/or wrapped for LoRA as the recipe asks)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+    from trl import get_peft_config, get_quantization_config
+
+    quantization = get_quantization_config(model_args)
+    dtype = getattr(model_args, "dtype", None)
+    model_kwargs: dict[str, Any] = {"dtype": getattr(torch, dtype) if dtype not in (None, "auto") else "auto",
+                                    "trust_remote_code": bool(getattr(model_args, "trust_remote_code", False)),
+                                    "revision": getattr(model_args, "model_revision", None)}
+    if getattr(model_args, "attn_implementation", None):
+        model_kwargs["attn_implementation"] = model_args.attn_implementation
+    if quantization is not None:
+        from accelerate import PartialState
+
+        # bitsandbytes places the quantized weights at load time: each process on its own GPU.
+        device_map = {"": PartialState().local_process_index} if torch.cuda.is_available() else None
+        model_kwargs.update(quantization_config=quantization, device_map=device_map)
+    model = AutoModelForCausalLM.from_pretrained(model_path, **model_kwargs)
+    peft_config = get_peft_config(model_args)
+    if peft_config is not None:
+        from peft import get_peft_model, prepare_model_for_kbit_training
+
+        if quantization is not None:
+            model = prepare_model_for_kbit_training(
+                model, use_gradient_checkpointing=training_args.gradient_checkpointing)
+        model = get_peft_model(model, peft_config)
+    return model
+
+
+def _resume_point(script_args: Any, training_args: Any, fp_config: dict[str, Any], out_dir: Path,
+                  main: bool) -> str | None:
+    """The checkpoint to resume from (None: start fresh), after ``overwrite`` and the fingerprint check."""
+    if getattr(script_args, "overwrite", False):
+        if main:
+            gone = start_over(out_dir)
+            if gone:
+                logger.warning("overwrite: deleted %d checkpoint(s) in %s; starting over", len(gone), out_dir)
+        return None
+    checkpoint = resolve_checkpoint(training_args.resume_from_checkpoint, str(out_dir))
+    if checkpoint:
+        changes = check_resume(checkpoint, fp_config, force=getattr(script_args, "resume", False))
+        if changes and main:
+            logger.warning("resume: continuing from %s although its configuration differs:\n%s", checkpoint,
+                           "\n".join(f"  {c}" for c in changes))
+        if main:  # once, not once per rank
+            logger.warning("resuming from %s", Path(checkpoint).name)
+    return checkpoint
+
+
+def run_training(script_args: Any, training_args: Any, model_args: Any, callbacks: list | None = None) -> dict:
+    """Train one recipe, F-DPO family (``FDPOConfig``) or F²C (``F2CConfig``), and write the output folder; returns
+    the metrics dict plus ``output_dir``. ``callbacks`` are extra ``transformers.TrainerCallback`` objects (e.g. to
+    stop early).
+
+    Both trainers share: the data read before any model (F-DPO: validated preference pairs, hub splits included;
+    F²C: a consistency set), the resume decision (:func:`check_resume`), the saved model or adapter + tokenizer,
+    ``alignkit_config.yaml`` and one ``metrics.json`` layout — ``train`` (the Trainer's train metrics), ``final``
+    (the last training log entry), ``log_history``, ``data`` (``train``/``eval``: source, rows read/used/rejected),
+    ``resumed_from``, ``global_step``, ``world_size``, ``peak_rss_mib``, ``peak_memory_mib``, ``eval`` (F-DPO with
+    an eval set: a final evaluation) — plus the trainer's own keys: F-DPO ``flip``, ``flip_counts`` (and
+    ``train_set_rewards`` when asked); F²C ``f2c`` (collapse events, early stopping, class balance)."""
     init_deepspeed_comm()  # before any model is loaded (ZeRO-3 zero.Init)
     from transformers import AutoTokenizer
     from trl import get_peft_config, get_quantization_config
 
     from alignkit.models import resolve_model
 
+    f2c = _is_f2c(training_args)
     out_dir = Path(training_args.output_dir)
-    model_path = resolve_model(model_args.model_name_or_path)
-    pair_loss = getattr(training_args, "pair_loss", None)
-    require_flags = pair_loss in FLAG_LOSSES
     main = training_args.process_index == 0
+    if f2c:
+        _check_f2c_args(script_args, training_args, model_args)
+        train_ds, train_info, eval_ds, eval_info, rows_fp = _consistency_data(script_args, training_args)
+    else:
+        train_ds, train_info, eval_ds, eval_info = _preference_data(script_args, training_args, out_dir, main)
+        rows_fp = rows_fingerprint(train_ds)
+
+    # Decide about resuming before any model is loaded, so a mismatch stops in seconds.
+    fp_config = fingerprint_config(resolved_config(script_args, training_args, model_args), rows_fp)
+    checkpoint = _resume_point(script_args, training_args, fp_config, out_dir, main)
+    callbacks = [*(callbacks or []), fingerprint_callback(fp_config)]
+
+    model_path = resolve_model(model_args.model_name_or_path)
+    if f2c:
+        from alignkit.trainers.f2c_trainer import DevLossEarlyStopping, F2CTrainer
+
+        tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=bool(
+            getattr(model_args, "trust_remote_code", False)), revision=getattr(model_args, "model_revision", None))
+        stopper = None
+        if training_args.early_stopping_patience:
+            stopper = DevLossEarlyStopping(training_args.early_stopping_patience,
+                                           training_args.early_stopping_min_steps)
+            callbacks.append(stopper)
+        trainer = F2CTrainer(model=_f2c_model(model_path, training_args, model_args), args=training_args,
+                             train_dataset=train_ds, eval_dataset=eval_ds, processing_class=tokenizer,
+                             callbacks=callbacks)
+        base_shares = None
+        if training_args.class_balance == "quota":
+            from alignkit.losses.f2c import ClassQuota
+
+            # Measured before train(): a resumed run loads its checkpoint inside train(), so this is the base.
+            base_shares = trainer.predicted_class_shares(train_ds[: training_args.class_balance_examples])
+            trainer.quota = ClassQuota(base_shares)
+            logger.warning("class_balance=quota (alignkit's addition, not F2C): base model class shares %s",
+                           [round(x, 3) for x in base_shares])
+    else:
+        from alignkit.trainers.fdpo_trainer import FDPOTrainer
+
+        if training_args.model_init_kwargs is None:
+            training_args.model_init_kwargs = {
+                k: v for k, v in {"dtype": model_args.dtype, "attn_implementation": model_args.attn_implementation,
+                                  "revision": model_args.model_revision}.items() if v is not None}
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=training_args.trust_remote_code)
+        except OSError as exc:  # hub errors often do not say which model they were fetching
+            raise OSError(f"field model_name_or_path: cannot load {model_path}: {exc}") from exc
+        trainer = FDPOTrainer(
+            model=model_path, args=training_args, train_dataset=train_ds, eval_dataset=eval_ds,
+            processing_class=tokenizer, peft_config=get_peft_config(model_args),
+            quantization_config=get_quantization_config(model_args), callbacks=callbacks)
+
+    result = trainer.train(resume_from_checkpoint=checkpoint)
+    trainer.save_model(str(out_dir))  # adapter under PEFT; gathered full weights under ZeRO-3
+
+    metrics: dict[str, Any] = {
+        "train": result.metrics,
+        "final": next((h for h in reversed(trainer.state.log_history) if "loss" in h), {}),
+        "log_history": trainer.state.log_history,
+        "data": {"train": train_info, "eval": eval_info},
+        "resumed_from": checkpoint,
+        "global_step": trainer.state.global_step,
+        "world_size": trainer.accelerator.num_processes,
+        **peak_memory(),
+    }
+    if f2c:
+        metrics["f2c"] = {
+            "collapse_events": trainer.collapse_events,
+            "early_stopping": None if stopper is None else {
+                "stopped_at": stopper.stopped_at, "best_dev_loss": stopper.best, "best_step": stopper.best_step},
+            "class_balance": training_args.class_balance, "base_class_shares": base_shares,
+            "quota_counts": None if trainer.quota is None else trainer.quota.counts}
+    else:
+        metrics["flip_counts"] = getattr(trainer, "flip_counts", {})
+        # whether the F-DPO label flip ran on the data and how many rows it swapped per split
+        metrics["flip"] = {"applied": bool(getattr(training_args, "apply_flip", False)),
+                           "swapped": getattr(trainer, "flip_counts", {})}
+        # F²C's dev loss is logged during training (early stopping reads it); F-DPO evaluates once at the end
+        if eval_ds is not None:
+            metrics["eval"] = trainer.evaluate()
+        if getattr(training_args, "train_set_rewards", False):
+            metrics["train_set_rewards"] = trainer.train_set_rewards()
+    metrics = _plain(metrics)
+    if trainer.accelerator.is_main_process:
+        if f2c:
+            tokenizer.save_pretrained(str(out_dir))
+        config = resolved_config(script_args, training_args, model_args)
+        config["model_path_resolved"] = model_path
+        atomic_write_text(out_dir / "alignkit_config.yaml", yaml.safe_dump(config, sort_keys=True))
+        atomic_write_json(out_dir / "metrics.json", metrics)
+    trainer.accelerator.wait_for_everyone()
+    return {**metrics, "output_dir": str(out_dir)}
+
+
+def _preference_data(script_args: Any, training_args: Any, out_dir: Path, main: bool):
+    """F-DPO's (train, train info, eval, eval info): validated preference pairs from files or the hub; only the main
+    process writes the rejects files."""
+    from alignkit.trainers.data import load_split
+    from alignkit.trainers.fdpo_config import FLAG_LOSSES
+
+    require_flags = getattr(training_args, "pair_loss", None) in FLAG_LOSSES
     hub = hub_splits(script_args, training_args, require_flags=require_flags, rejects_dir=out_dir if main else None)
     train_ds, train_info = hub.train if hub else load_split(  # hub: dataset_name / dataset_mixture recipes
         script_args.dataset_path, script_args.dataset_split, require_flags=require_flags,
@@ -246,65 +409,4 @@ def run_preference(trainer_cls, script_args, training_args, model_args, callback
             script_args.eval_dataset_path, script_args.eval_split, require_flags=require_flags,
             on_invalid=script_args.on_invalid, max_samples=script_args.max_eval_samples,
             rejects_to=out_dir / "eval.jsonl" if main else None)
-
-    # Decide about resuming before any model is loaded, so a mismatch stops in seconds.
-    fp_config = fingerprint_config(resolved_config(script_args, training_args, model_args), rows_fingerprint(train_ds))
-    checkpoint = None
-    if getattr(script_args, "overwrite", False):
-        if main:
-            gone = start_over(out_dir)
-            if gone:
-                logger.warning("overwrite: deleted %d checkpoint(s) in %s; starting over", len(gone), out_dir)
-    else:
-        checkpoint = resolve_checkpoint(training_args.resume_from_checkpoint, str(out_dir))
-    if checkpoint:
-        changes = check_resume(checkpoint, fp_config, force=getattr(script_args, "resume", False))
-        if changes and main:
-            logger.warning("resume: continuing from %s although its configuration differs:\n%s", checkpoint,
-                           "\n".join(f"  {c}" for c in changes))
-        if main:  # once, not once per rank
-            logger.warning("resuming from %s", Path(checkpoint).name)
-    callbacks = [*(callbacks or []), fingerprint_callback(fp_config)]
-
-    if training_args.model_init_kwargs is None:
-        training_args.model_init_kwargs = {
-            k: v for k, v in {"dtype": model_args.dtype, "attn_implementation": model_args.attn_implementation,
-                              "revision": model_args.model_revision}.items() if v is not None}
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=training_args.trust_remote_code)
-    except OSError as exc:  # hub errors often do not say which model they were fetching
-        raise OSError(f"field model_name_or_path: cannot load {model_path}: {exc}") from exc
-    trainer = trainer_cls(
-        model=model_path, args=training_args, train_dataset=train_ds, eval_dataset=eval_ds,
-        processing_class=tokenizer, peft_config=get_peft_config(model_args),
-        quantization_config=get_quantization_config(model_args), callbacks=callbacks)
-
-    result = trainer.train(resume_from_checkpoint=checkpoint)
-    trainer.save_model(str(out_dir))  # adapter under PEFT; gathered full weights under ZeRO-3
-
-    metrics: dict[str, Any] = {
-        "train": result.metrics,
-        "final": next((h for h in reversed(trainer.state.log_history) if "loss" in h), {}),
-        "log_history": trainer.state.log_history,
-        "flip_counts": getattr(trainer, "flip_counts", {}),
-        # whether the F-DPO label flip ran on the data and how many rows it swapped per split
-        "flip": {"applied": bool(getattr(training_args, "apply_flip", False)),
-                 "swapped": getattr(trainer, "flip_counts", {})},
-        "data": {"train": train_info, "eval": eval_info},
-        "resumed_from": checkpoint,
-        "global_step": trainer.state.global_step,
-        "world_size": trainer.accelerator.num_processes,
-        **peak_memory(),
-    }
-    if eval_ds is not None:
-        metrics["eval"] = trainer.evaluate()
-    if getattr(training_args, "train_set_rewards", False):
-        metrics["train_set_rewards"] = trainer.train_set_rewards()
-    metrics = _plain(metrics)
-    if trainer.accelerator.is_main_process:
-        config = resolved_config(script_args, training_args, model_args)
-        config["model_path_resolved"] = model_path
-        atomic_write_text(out_dir / "alignkit_config.yaml", yaml.safe_dump(config, sort_keys=True))
-        atomic_write_json(out_dir / "metrics.json", metrics)
-    trainer.accelerator.wait_for_everyone()
-    return {**metrics, "output_dir": str(out_dir)}
+    return train_ds, train_info, eval_ds, eval_info

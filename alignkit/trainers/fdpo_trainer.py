@@ -20,7 +20,7 @@ from trl.trainer.dpo_trainer import DataCollatorForPreference
 from alignkit.data.transforms import fdpo_flip
 from alignkit.losses import cdpo_loss, dpo_loss, fdpo_loss, ipo_loss, rdpo_loss
 from alignkit.trainers.collator import FLAG_COLUMNS, FDPODataCollator
-from alignkit.trainers.config import FDPOConfig
+from alignkit.trainers.fdpo_config import FDPOConfig
 
 CONFIG_CLASS = FDPOConfig
 _NON_MODEL_KEYS = {"completion_mask", "ref_chosen_logps", "ref_rejected_logps", *FLAG_COLUMNS}
@@ -227,7 +227,7 @@ class FDPOTrainer(DPOTrainer):
 
 
 def run(script_args, training_args: FDPOConfig, model_args, callbacks: list | None = None) -> dict:
-    """Train one F-DPO-family run from parsed recipe arguments; see :func:`alignkit.trainers.runner.run_preference`."""
-    from alignkit.trainers.runner import run_preference
+    """Train one F-DPO-family run from parsed recipe arguments; see :func:`alignkit.trainers.runner.run_training`."""
+    from alignkit.trainers.runner import run_training
 
-    return run_preference(FDPOTrainer, script_args, training_args, model_args, callbacks=callbacks)
+    return run_training(script_args, training_args, model_args, callbacks=callbacks)
