@@ -438,3 +438,21 @@ def test_dev_loss_early_stopping_with_eval_dataset_path_and_honoured_model_keys(
         train_from_config(_recipe(tiny_model, tmp_path, max_steps=1, load_in_4bit=True))
     with pytest.raises(ValueError, match="on_invalid"):
         train_from_config(_recipe(tiny_model, tmp_path, max_steps=1, on_invalid="skip"))
+
+
+def test_f2c_run_writes_the_shared_output_folder_layout(tiny_model, tmp_path):
+    """F²C goes through the same run_training as F-DPO: the resolved config and metrics.json with the common
+    top-level keys (train, final, log_history, data, ...), its own keys under 'f2c'."""
+    from alignkit.train import train_from_config
+
+    out = tmp_path / "out"
+    m = train_from_config(_recipe(tiny_model, tmp_path, max_steps=2, save_strategy="no", tau=1.7))
+    saved = json.loads((out / "metrics.json").read_text())
+    common = {"train", "final", "log_history", "data", "resumed_from", "global_step", "world_size", "peak_rss_mib",
+              "peak_memory_mib"}
+    assert common | {"f2c"} == set(saved) and "flip" not in m
+    assert saved["train"]["train_runtime"] > 0 and saved["global_step"] == 2 and saved["final"]["loss"] >= 0
+    assert saved["data"]["train"]["n_used"] == 6 and saved["data"]["eval"] is None
+    assert saved["f2c"]["collapse_events"] == [] and saved["f2c"]["class_balance"] == "none"
+    config = yaml.safe_load((out / "alignkit_config.yaml").read_text())
+    assert config["trainer"] == "f2c" and config["tau"] == 1.7 and config["model_path_resolved"] == tiny_model
