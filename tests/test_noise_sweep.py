@@ -148,6 +148,19 @@ def test_cli_dry_run_counts_the_cpu_config():
     assert bad.returncode != 0 and "unknown key(s) ['sedes']" in bad.stderr
 
 
+def test_shared_prompt_scorer_matches_full_loglikelihood(tiny_model):
+    from alignkit.builders.factworld import build_factworld
+    from alignkit.experiments.noise_sweep import Evaluator
+
+    _, items = build_factworld(0, 11, rho=0.0, seed=5)
+    ev = Evaluator(NoiseSweepConfig(model=tiny_model, backend_options={"batch_size": 4}), tiny_model)
+    fast = ev.logprobs(items, None)  # prompt once, its cache repeated for the two answers
+    full = ev.backend.loglikelihood(ev._requests(items))  # every (prompt, answer) in full
+    assert len(fast) == 11
+    for i, (a, b) in enumerate(fast):
+        assert a == pytest.approx(full[2 * i].logprob, abs=1e-3) and b == pytest.approx(full[2 * i + 1].logprob, abs=1e-3)
+
+
 # -- end to end ---------------------------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_noise_sweep_tiny_end_to_end_and_resume(tmp_path, tiny_model, monkeypatch):
@@ -216,3 +229,16 @@ def test_noise_sweep_tiny_end_to_end_and_resume(tmp_path, tiny_model, monkeypatc
     calls.clear()
     again = run_noise_sweep(cfg, progress=lambda msg: None)
     assert calls == [] and again["summary"] == result["summary"]
+
+    # the publishing script copies the report and plots and rewrites only the README block between its markers
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- noise-sweep:begin -->\nOLD-BLOCK\n<!-- noise-sweep:end -->\noutro\n")
+    res = subprocess.run([sys.executable, "scripts/noise_sweep_report.py", "--out", str(out), "--docs",
+                          str(tmp_path / "docs"), "--readme", str(readme)], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    text = readme.read_text()
+    assert text.startswith("intro\n") and text.endswith("outro\n") and "OLD-BLOCK" not in text
+    assert "| fdpo | 0.3 |" in text and "against the best flag-blind baseline F-DPO" in text
+    doc = (tmp_path / "docs" / "noise_sweep.md").read_text()
+    assert "](noise_sweep/reward_acc_vs_noise.png)" in doc
+    assert (tmp_path / "docs" / "noise_sweep" / "hallucination_rate_vs_noise.png").is_file()
