@@ -1,8 +1,8 @@
 """One run for every trainer (:func:`run_training`): read the recipe's data, build the trainer, train (resuming), save.
 
-Output folder: the model or LoRA adapter (+ tokenizer), ``alignkit_config.yaml`` (the resolved recipe) and
-``metrics.json`` (final train/eval metrics, per-step log history, whether the flip ran and how many rows it swapped,
-data counts).
+Output folder, the same for every trainer: the model or LoRA adapter (+ tokenizer), ``alignkit_config.yaml`` (the
+resolved recipe) and ``metrics.json`` (train metrics, per-step log history, data counts, resume point, peak memory and
+the trainer's own keys; the layout is listed in :func:`run_training`).
 
 Resume: every checkpoint stores a fingerprint of the resolved config (minus :data:`RESUME_SAFE_FIELDS`, plus a hash
 of the training rows) in its ``trainer_state.json``. A rerun resumes from the newest complete checkpoint only when
