@@ -90,7 +90,7 @@ def main() -> None:
             t0 = time.time()
             train_from_config({**recipe, **extra, "output_dir": str(adapter)})
             print(f"{label}: trained in {time.time() - t0:.0f} s", file=sys.stderr)
-        train_metrics[label] = json.loads((adapter / "metrics.json").read_text(encoding="utf-8"))
+        train_metrics[label] = _run_layout(json.loads((adapter / "metrics.json").read_text(encoding="utf-8")))
     val = out / "rte-validation.jsonl"
     info = build_consistency(ConsistencyBuildConfig(
         data=recipe["dataset_path"], templates=targs.consistency_templates, output=str(val), split="validation",
@@ -111,6 +111,16 @@ def main() -> None:
                                        "train": _train_summary(train_metrics[label])})
         for label, r in results.items()})
     update_readme(Path(args.doc))
+
+
+def _run_layout(m: dict) -> dict:
+    """``metrics.json`` in the run layout of alignkit.trainers.runner. An adapter trained before F2C shared that layout
+    (flat keys; the rerun keeps such adapters instead of retraining) is read into it, so its numbers still appear."""
+    if "f2c" in m or "collapse_events" not in m:
+        return m
+    f2c_keys = ("collapse_events", "early_stopping", "class_balance", "base_class_shares", "quota_counts")
+    return {**m, "train": {k: v for k, v in m.items() if k.startswith("train_") or k in ("epoch", "total_flos")},
+            "data": {"train": {"n_used": m.get("n_examples")}}, "f2c": {k: m.get(k) for k in f2c_keys}}
 
 
 def _train_summary(m: dict) -> dict:
