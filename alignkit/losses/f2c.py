@@ -10,6 +10,10 @@ split and the flip weight; the losses then act on the consensus answer only:
 * :func:`format_jsd` — Jensen–Shannon-style agreement among a set of formats: the teachers when there is a
   teacher/student split (weight β_JSD), all K formats when there is none (strong unanimity: β_JSD; k < 2: α_noncons).
 
+For a whole padded batch (rows ordered example, format, choice): :func:`answer_logprobs` and :func:`sequence_scores`
+turn the model's answer-position logits into log-probs and per-answer scores, and :func:`f2c_batch_loss` applies the
+controls and terms above per example (with alignkit's optional :class:`ClassQuota`, not part of F²C).
+
 Edge cases follow the authors' code (github.com/ParsaHejabi/Flip-Flop-Consistency-Unsupervised-Training-for-Robustness-
 to-Prompt-Perturbations-in-LLMs, ``flipflop_trainer.py``: ``derive_flipflop_controls`` and ``compute_loss``).
 """

@@ -171,7 +171,7 @@ class F2CTrainer(Trainer):
         self._n_classes = 0
         self._recent_preds: deque[int] = deque(maxlen=args.collapse_window)
         self.collapse_events: list[dict[str, Any]] = []
-        self.quota: ClassQuota | None = None  # set by run() (or the caller) when class_balance == "quota"
+        self.quota: ClassQuota | None = None  # set by run_training (or the caller) for class_balance: quota
         self.last_controls: list[F2CControls] = []
 
     def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
