@@ -30,7 +30,7 @@ RANK = {name: i for i, layer in enumerate(LAYERS) for name in layer}
 RETIRED = ("alignkit.evals.backends", "alignkit.evals.cache", "alignkit.trainers.config", "alignkit.trainers.fdpo",
            "alignkit.trainers.f2c")
 # retired paths still on disk as pure aliases while long-running processes may import them; to be deleted
-SHIMS = {"alignkit.evals.backends"}
+SHIMS: set[str] = set()
 
 # modules a trainer must not import even though they sit in its layer: the launch script is above the library
 FORBIDDEN = {("trainers", "alignkit.train")}
