@@ -125,7 +125,8 @@ def evaluate(preset: DemoPreset, data: dict[str, Any], runs: dict[str, dict], ou
     from alignkit.models import resolve_model
 
     base = resolve_model("smollm2-135m-instruct")
-    models = [ModelSpec("base", base)] + [ModelSpec(m, base, str(Path(r["output_dir"]).resolve())) for m, r in runs.items()]
+    models = [ModelSpec("base", base)] + [ModelSpec(m, base, str(Path(r["output_dir"]).resolve()))
+                                          for m, r in runs.items()]
     _log(f"evaluating {', '.join(m.label for m in models)} ({backend or 'suite default backend'})")
     return run_suite(demo_suite(preset, data), models, out / "eval", backend=backend)
 
@@ -222,7 +223,7 @@ def write_demo_report(out: Path, preset_name: str, preset: DemoPreset, data: dic
         "",
         _training_table(runs, configs),
         "",
-        "![training loss](training_loss.png)",
+        f"![training loss]({loss_png.name})",
         "",
         f"## Evaluation ({backend} backend; mean [95% interval])",
         markdown_table(results),

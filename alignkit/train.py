@@ -79,7 +79,8 @@ class ScriptArguments(HubDataArguments):
             raise ValueError(f"unknown trainer {self.trainer!r}; choose from {sorted(TRAINERS)}")
         self.check_hub_data()  # dataset_name / dataset_mixture (alignkit.data.hub)
         if not self.dataset_path and not self.uses_hub_data:
-            raise ValueError("the recipe needs `dataset_path` (or TRL's `dataset_name`, the handbook's `dataset_mixture`)")
+            raise ValueError("the recipe needs `dataset_path` "
+                             "(or TRL's `dataset_name`, the handbook's `dataset_mixture`)")
         if self.on_invalid not in ("error", "skip"):
             raise ValueError(f"on_invalid must be 'error' or 'skip', got {self.on_invalid!r}")
         for name in ("max_train_samples", "max_eval_samples"):

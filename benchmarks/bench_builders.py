@@ -90,9 +90,11 @@ def _markdown(res: dict) -> str:
         "# Builder and judge benchmarks", "",
         f"Machine: {res['machine']}", "",
         "| measurement | value | target |", "|---|---|---|",
-        f"| fact world, {c['n_pairs']:,} pairs | {c['factworld_generate_s']} s ({c['factworld_pairs_per_s']:,} pairs/s) | seconds |",
+        f"| fact world, {c['n_pairs']:,} pairs | {c['factworld_generate_s']} s "
+        f"({c['factworld_pairs_per_s']:,} pairs/s) | seconds |",
         f"| flip + validate + stats, {c['n_pairs']:,} pairs | {c['flip_validate_stats_s']} s | < 10 s |",
-        f"| rule-based variants | {c['rule_variants_pairs_per_s']:,} pairs/s ({c['rule_variants_written']:,} of {c['rule_variants_sources']:,} written) | >= 5,000 pairs/s |",
+        f"| rule-based variants | {c['rule_variants_pairs_per_s']:,} pairs/s "
+        f"({c['rule_variants_written']:,} of {c['rule_variants_sources']:,} written) | >= 5,000 pairs/s |",
     ]
     v = res.get("vllm")
     if v:

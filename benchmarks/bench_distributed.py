@@ -99,7 +99,8 @@ def run(out: Path, *, hidden: int = 512, layers: int = 4, steps: int = 4) -> dic
         f"Reading: fp32 weights + gradients + Adam moments are 16 bytes per parameter, "
         f"{16 * n_params / 2**20:.0f} MiB for this model; sharding over 2 ranks can save at most half of that per "
         "rank. A ratio above 1 means DeepSpeed's own runtime and ZeRO-3 buffers outweigh that saving at this size; "
-        "the ratio is expected to fall below 1 (not measured here) once the model's states dominate the process (pass --hidden/--layers).",
+        "the ratio is expected to fall below 1 (not measured here) once the model's states dominate the process "
+        "(pass --hidden/--layers).",
     ]
     atomic_write_text(out / "bench_distributed.md", "\n".join(md) + "\n")
     return result

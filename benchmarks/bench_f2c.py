@@ -25,7 +25,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 # Issue 13 item 5: what the ratio above means and why the trainer keeps the batched forward (written from the
 # measurements; appended to every run's table).
-F2C_READING = """**Reading.** On this CPU both layouts are compute-bound: 10 sequences of ~230 tokens already keep the 2 cores
+F2C_READING = """**Reading.** On this CPU both layouts are compute-bound: 10 sequences of ~230 tokens already keep the \
+2 cores
 busy, so one call instead of ten saves only per-call overhead (kernel dispatch, one pass of weight reads per call), a
 few percent, and the batched forward holds every activation of the step at once (about 1.6 GiB more peak RSS here).
 The batched forward should win where a per-format forward leaves the device idle: on a GPU with small per-device
@@ -73,7 +74,8 @@ def _step(model, batch, args, mode: str) -> float:
         for g in range(b * k):
             rows = slice(g * c, (g + 1) * c)
             width = int(batch["attention_mask"][rows].sum(-1).max())
-            sub = {"input_ids": batch["input_ids"][rows, :width], "attention_mask": batch["attention_mask"][rows, :width],
+            sub = {"input_ids": batch["input_ids"][rows, :width],
+                   "attention_mask": batch["attention_mask"][rows, :width],
                    "answer_pos": batch["answer_pos"][rows], "answer_ids": batch["answer_ids"][rows],
                    "answer_mask": batch["answer_mask"][rows]}
             parts.append(answer_forward(model, sub)[1:])
@@ -90,7 +92,8 @@ def child(mode: str, model_name: str, examples: int, formats: int, repeats: int)
     model, batch, args = _setup(model_name, examples, formats)
     loss = _step(model, batch, args, mode)
     t = repeat(lambda: _step(model, batch, args, mode), repeats=repeats, warmup=0)
-    return {"mode": mode, "loss": loss, "time_s": t, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    return {"mode": mode, "loss": loss, "time_s": t,
+            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "sequences": int(batch["input_ids"].shape[0]), "max_tokens": int(batch["input_ids"].shape[1])}
 
 

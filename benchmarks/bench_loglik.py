@@ -235,7 +235,8 @@ def main() -> int:
                f"2 label sets × 5 flip %)", "",
                "| path | scoring s | tokens computed |", "|---|---:|---:|",
                f"| unshared (each request alone) | {icl['unshared_s']:.1f} | {icl['tokens']['unshared']:,} |",
-               f"| shared prefixes | {icl['shared_s']:.1f} | {st['tokens_computed']:,} (+{st['tokens_padded']:,} pad) |",
+               f"| shared prefixes | {icl['shared_s']:.1f} | "
+               f"{st['tokens_computed']:,} (+{st['tokens_padded']:,} pad) |",
                "", f"**Speed-up: {icl['speedup']:.1f}×** (target ≥ 3×) on {icl['requests']} requests "
                f"({icl['n_items']} items); distinct-prefix limit {icl['tokens']['limit']:,} tokens. Scores max |Δ| = "
                f"{icl['max_abs_diff']:.1e}; same prediction for {icl['same_predictions']}/{icl['n_items']} items.", ""]
@@ -256,15 +257,19 @@ def main() -> int:
                       "lm_eval_mc1": harness["mc1"], "lm_eval_mc2": harness["mc2"]}
         st = ours["stats"]
         md += [f"## TruthfulQA MC, first {a.questions} questions: alignkit vs lm-evaluation-harness 0.4 (hf, fp32)", "",
-               "| run | wall s | tokens computed | ÷ distinct-prefix limit | MC1 | MC2 |", "|---|---:|---:|---:|---:|---:|",
+               "| run | wall s | tokens computed | ÷ distinct-prefix limit | MC1 | MC2 |",
+               "|---|---:|---:|---:|---:|---:|",
                f"| lm-evaluation-harness (batch 8) | {harness['wall_s']:.1f} | {h_tokens:,} | "
                f"{h_tokens / counts['limit']:.2f} | {harness['mc1']:.4f} | {harness['mc2']:.4f} |",
-               f"| alignkit, shared prefixes | {ours['wall_s']:.1f} | {st['tokens_computed']:,} (+{st['tokens_padded']:,} pad) "
+               f"| alignkit, shared prefixes | {ours['wall_s']:.1f} | "
+               f"{st['tokens_computed']:,} (+{st['tokens_padded']:,} pad) "
                f"| {st['tokens_computed'] / counts['limit']:.2f} | {ours['mc1']:.4f} | {ours['mc2']:.4f} |", "",
                f"**Speed-up: {speed:.1f}×** (target ≥ 8×). Per question: MC1 identical for "
-               f"{cmp['mc1_identical']}/{cmp['questions']}, MC2 max |Δ| = {cmp['mc2_max_abs_diff']:.1e} (target ≤ 1e-4), "
+               f"{cmp['mc1_identical']}/{cmp['questions']}, MC2 max |Δ| = {cmp['mc2_max_abs_diff']:.1e} "
+               "(target ≤ 1e-4), "
                f"choice log-likelihood max |Δ| = {cmp['loglik_max_abs_diff']:.1e}. Distinct requests "
-               f"{counts['requests']:,}; scoring each alone computes {counts['unshared']:,} tokens, the distinct-prefix "
+               f"{counts['requests']:,}; scoring each alone computes {counts['unshared']:,} tokens, "
+               "the distinct-prefix "
                f"limit is {counts['limit']:,}.", ""]
         flush(doc, md, out)
     if "tqa_all" in parts:

@@ -165,7 +165,8 @@ def markdown(r: dict, machine: dict) -> str:
         "| measurement | value | target |", "|---|---|---|",
         f"| F-DPO step (online reference) | {s['fdpo']['median']:.3f} s (min {s['fdpo']['min']:.3f}) | |",
         f"| TRL DPO step, same batch & model | {s['dpo']['median']:.3f} s (min {s['dpo']['min']:.3f}) | |",
-        f"| **F-DPO ÷ TRL DPO step time** | **{r['fdpo_over_dpo_step_time']:.3f}** | ≤ {r['fdpo_over_dpo_target_max']} |",
+        f"| **F-DPO ÷ TRL DPO step time** | **{r['fdpo_over_dpo_step_time']:.3f}** | "
+        f"≤ {r['fdpo_over_dpo_target_max']} |",
         f"| F-DPO ÷ TRL DPO, fastest repeats | {r['fdpo_over_dpo_step_time_min']:.3f} | (less load-sensitive) |",
         f"| F-DPO step, precomputed reference | {s['fdpo_pre']['median']:.3f} s | |",
         f"| **precompute speed-up** (online ÷ precomputed) | **{r['precompute_speedup']:.2f}×** | report |",

@@ -23,7 +23,8 @@ def local_models(limit: int) -> list[str]:
     from alignkit.models import build_tiny_llama, resolve_model
 
     found = [str(build_tiny_llama()), resolve_model("smollm2-135m-instruct")]
-    hub = Path(os.environ.get("HF_HUB_CACHE", Path(os.environ.get("HF_HOME", Path.home() / ".cache/huggingface")) / "hub"))
+    hf_home = Path(os.environ.get("HF_HOME", Path.home() / ".cache/huggingface"))
+    hub = Path(os.environ.get("HF_HUB_CACHE", hf_home / "hub"))
     snaps = []
     for cfg in hub.glob("models--*/snapshots/*/config.json"):
         size = sum(f.stat().st_size for f in cfg.parent.glob("*.safetensors"))
@@ -43,7 +44,8 @@ def run(trainer: str, zero: str, model: str, steps: int, work: Path) -> dict:
     if trainer == "fdpo":
         from alignkit.builders.factworld import main as factworld
 
-        data = factworld({"output_dir": str(work / "factworld"), "n_train": 64, "n_test": 8, "rho": 0.3}, progress=False)
+        data = factworld({"output_dir": str(work / "factworld"), "n_train": 64, "n_test": 8, "rho": 0.3},
+                         progress=False)
         recipe = {**common, "trainer": "fdpo", "dataset_path": data["train"], "loss_type": "fdpo",
                   "per_device_train_batch_size": 4, "max_length": 256, "learning_rate": 1e-6}
     else:

@@ -65,8 +65,8 @@ def render(entries: list[dict], pytest_args: list[str]) -> str:
         f"rows in {moved['rows_in']}, out {moved['rows_out']}, rejected {moved['rejected']}, cached "
         f"{moved['cached']}, **lost {moved['rows_lost']}**.",
         "",
-        "| category | case | outcome | test result | fault made by | rows in | rows out | rejected | cached | rows lost "
-        "| test |",
+        "| category | case | outcome | test result | fault made by | rows in | rows out | rejected | cached "
+        "| rows lost | test |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     lines += ["| " + " | ".join([*map(_cell, r[:-1]), f"`{r[-1]}`"]) + " |" for r in rows]

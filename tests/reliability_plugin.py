@@ -4,8 +4,9 @@ Tests that inject a fault or feed bad input take the ``reliability_log`` fixture
 with the row counts they measured. Every such test is tagged ``reliability`` at collection, so
 ``pytest -m reliability`` runs exactly them. With ``--reliability-report PATH`` the plugin writes, at the end of the
 session, one JSON entry per tagged test collected: its pytest outcome (passed, failed, skipped with the reason,
-deselected, not run) and its records — a failing, skipped or deselected case is listed as such, never dropped. Without the option nothing is written: the test
-suite never rewrites a tracked file. ``scripts/reliability_report.py`` runs the tagged tests and renders the table.
+deselected, not run) and its records — a failing, skipped or deselected case is listed as such, never dropped.
+Without the option nothing is written: the test suite never rewrites a tracked file.
+``scripts/reliability_report.py`` runs the tagged tests and renders the table.
 """
 
 from __future__ import annotations

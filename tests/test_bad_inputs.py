@@ -61,7 +61,7 @@ def test_mixed_file_skip_writes_rejects_beside_output(tmp_path, capsys, reliabil
     rc = cli_main(["data", "flip", str(src), "-o", str(out), "--on-invalid", "skip"])
     assert rc == 0
     assert len(out.read_text().splitlines()) == 3
-    rejects = [json.loads(l) for l in rejects_path(out).read_text().splitlines()]
+    rejects = [json.loads(line) for line in rejects_path(out).read_text().splitlines()]
     assert [(r["line"], r["field"]) for r in rejects] == [(2, None), (4, "h_w")]
     card = json.loads((tmp_path / "flipped.card.json").read_text())
     assert card["rejected"]["n"] == 2 and card["stats"]["n"] == 3

@@ -50,7 +50,8 @@ def test_include_path_registers_user_tasks(tmp_path, capsys):
         "from alignkit.evals.tasks.base import Task, TaskResult, register_task\n\n\n"
         "@register_task\nclass AnswerLength(Task):\n    \"\"\"A user task from --include-path.\"\"\"\n\n"
         "    name = 'user_answer_length'\n    version = 3\n\n"
-        "    def run(self, backend, model, cache):\n        return TaskResult(self.name, self.version, model.label, {})\n")
+        "    def run(self, backend, model, cache):\n"
+        "        return TaskResult(self.name, self.version, model.label, {})\n")
     try:
         assert main(["eval", "--include-path", str(user), "--list-tasks"]) == 0
         assert any(line.split()[:2] == ["user_answer_length", "v3"] for line in capsys.readouterr().out.splitlines())

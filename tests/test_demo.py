@@ -1,5 +1,5 @@
-"""`make demo QUICK=1` end to end from a fresh clone, as a new user runs it: `git clone` of the committed repository into
-an empty folder (nothing beside it), then data → DPO / cDPO / F-DPO (LoRA, SmolLM2-135M) → vLLM eval of
+"""`make demo QUICK=1` end to end from a fresh clone, as a new user runs it: `git clone` of the committed repository
+into an empty folder (nothing beside it), then data → DPO / cDPO / F-DPO (LoRA, SmolLM2-135M) → vLLM eval of
 base and the three adapters → report with tables and plots; then a rerun that reuses the finished work.
 
 The clone reuses this checkout's .venv through a symlink instead of installing one (minutes of downloads); its
@@ -85,7 +85,8 @@ def test_quick_demo_from_a_fresh_clone_end_to_end_and_rerun(tmp_path, embedded_m
     assert {(r["task"], r["model"]) for r in doc["results"]} == {(t, m) for t in TASKS for m in MODELS}
     for r in doc["results"]:
         assert all(v["n"] > 0 for v in r["metrics"].values() if isinstance(v, dict) and "n" in v), r
-    hal = {r["model"]: r["metrics"]["hallucination_rate"]["value"] for r in doc["results"] if r["task"] == "hallucination"}
+    hal = {r["model"]: r["metrics"]["hallucination_rate"]["value"]
+           for r in doc["results"] if r["task"] == "hallucination"}
     assert all(0.0 <= v <= 1.0 for v in hal.values())
     # the adapters are really evaluated (not the base four times): some per-item output differs from the base's
     items = out / "eval" / "items"
@@ -96,7 +97,8 @@ def test_quick_demo_from_a_fresh_clone_end_to_end_and_rerun(tmp_path, embedded_m
     report = (out / "report.md").read_text()
     assert "| task | metric | n | base | dpo | cdpo | fdpo |" in report
     row = next(line for line in report.splitlines() if line.startswith("| hallucination | hallucination_rate"))
-    assert [float(x) for x in re.findall(r"\| (\d\.\d{3}) \[", row)] == pytest.approx([hal[m] for m in MODELS], abs=6e-4)
+    assert [float(x) for x in re.findall(r"\| (\d\.\d{3}) \[", row)] == pytest.approx([hal[m] for m in MODELS],
+                                                                                     abs=6e-4)
     pngs = [out / "training_loss.png", *(out / "eval").glob("**/*.png")]
     assert "](eval/plots/" in report and "![training loss](training_loss.png)" in report
     assert len(pngs) >= 3 and all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)

@@ -53,7 +53,8 @@ def test_publishing_a_run_rewrites_only_the_readme_block_and_docs_demo(tmp_path)
     """scripts/demo_readme.py (not the library) copies a run's tables and plots into a checkout."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("demo_readme", Path(__file__).parents[1] / "scripts" / "demo_readme.py")
+    spec = importlib.util.spec_from_file_location("demo_readme",
+                                                  Path(__file__).parents[1] / "scripts" / "demo_readme.py")
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     png = b"\x89PNG\r\n\x1a\nfake"

@@ -40,7 +40,8 @@ def always_agreeing(i, k=2):
 def tiny(tiny_model):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    return AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32), AutoTokenizer.from_pretrained(tiny_model)
+    return (AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32),
+            AutoTokenizer.from_pretrained(tiny_model))
 
 
 def _trainer(model, tok, tmp_path, rows, **kw):
@@ -310,7 +311,8 @@ def test_config_rejects_bad_guard_values(tmp_path):
         _args(tmp_path, alpha_noncons=-1.0)
     with pytest.raises(ValueError, match="eval_strategy"):
         _args(tmp_path, early_stopping_patience=3)
-    assert _args(tmp_path, early_stopping_patience=3, eval_strategy="steps", eval_steps=5).early_stopping_min_steps == 20
+    args = _args(tmp_path, early_stopping_patience=3, eval_strategy="steps", eval_steps=5)
+    assert args.early_stopping_min_steps == 20
 
 
 # -- collapse guard, class shares, dev-loss early stopping, resume, honoured recipe keys (tiny model) -------------

@@ -23,7 +23,8 @@ def h4_rows(n: int, offset: int = 0) -> list[dict]:
         q = f"Q{i}: what is {i} plus {i + 1}?"
         hw, hl = FLAGS[i % len(FLAGS)]
         rows.append({"prompt": q, "prompt_id": f"id{i}",
-                     "chosen": [{"role": "user", "content": q}, {"role": "assistant", "content": f"It is {2 * i + 1}."}],
+                     "chosen": [{"role": "user", "content": q},
+                                {"role": "assistant", "content": f"It is {2 * i + 1}."}],
                      "rejected": [{"role": "user", "content": q},
                                   {"role": "assistant", "content": f"It is {2 * i + 7}, clearly."}],
                      "messages": [{"role": "user", "content": q}], "score_chosen": 8.0, "score_rejected": 2.0,

@@ -85,7 +85,8 @@ def test_column_mapping_and_boolean_flags(tmp_path):
 def test_rows_without_flags_error_for_fdpo_unless_filled(tmp_path):
     path = tmp_path / "uf.parquet"
     Dataset.from_list(ultrafeedback_trl_lib(3)).to_parquet(str(path))
-    with pytest.raises(DataError, match=r"uf.parquet\[train\]:1: field 'h_w': missing \(plain DPO data .*missing_flags"):
+    with pytest.raises(DataError,
+                       match=r"uf.parquet\[train\]:1: field 'h_w': missing \(plain DPO data .*missing_flags"):
         read_source(HubSource(str(path)), require_flags=True)
     res, filled = read_source(HubSource(str(path)), require_flags=True, missing_flags="zero")
     assert filled == 3 and [(r["h_w"], r["h_l"]) for r in res.records] == [(0, 0)] * 3
@@ -112,7 +113,8 @@ def test_bad_rows_are_named_or_skipped(tmp_path):
     for i, r in enumerate(rows):
         r["id"] = "dup" if i else "first"
     Dataset.from_list(rows).to_parquet(str(path))
-    with pytest.raises(DataError, match=r"uf.parquet\[train\]:3: field 'id': duplicate id 'dup' \(first seen on row 2\)"):
+    with pytest.raises(DataError,
+                       match=r"uf.parquet\[train\]:3: field 'id': duplicate id 'dup' \(first seen on row 2\)"):
         read_source(HubSource(str(path)), require_flags=False)
 
 

@@ -39,7 +39,8 @@ def test_metrics_hand_computed():
 
 
 def test_format_is_wei_et_al():
-    assert format_prompt([("a", "Foo"), ("b", "Bar")], "c") == "Input: a\nOutput: Foo\n\nInput: b\nOutput: Bar\n\nInput: c\nOutput:"
+    assert format_prompt([("a", "Foo"), ("b", "Bar")], "c") == (
+        "Input: a\nOutput: Foo\n\nInput: b\nOutput: Bar\n\nInput: c\nOutput:")
 
 
 def test_flip_proportions_and_label_words(toy):

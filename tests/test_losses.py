@@ -49,7 +49,8 @@ def test_fdpo_subtracts_lambda_on_delta_h_one_only():
 
 def test_fdpo_with_lambda_zero_equals_dpo():
     h = _t(1.0)
-    assert torch.equal(fdpo_loss(PC, PR, RC, RR, _t(0.0), h, beta=BETA, lam=0.0)[0], dpo_loss(PC, PR, RC, RR, beta=BETA)[0])
+    assert torch.equal(fdpo_loss(PC, PR, RC, RR, _t(0.0), h, beta=BETA, lam=0.0)[0],
+                       dpo_loss(PC, PR, RC, RR, beta=BETA)[0])
 
 
 def test_fdpo_unflipped_pair_lowers_required_margin():

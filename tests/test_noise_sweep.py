@@ -158,7 +158,8 @@ def test_shared_prompt_scorer_matches_full_loglikelihood(tiny_model):
     full = ev.backend.loglikelihood(ev._requests(items))  # every (prompt, answer) in full
     assert len(fast) == 11
     for i, (a, b) in enumerate(fast):
-        assert a == pytest.approx(full[2 * i].logprob, abs=1e-3) and b == pytest.approx(full[2 * i + 1].logprob, abs=1e-3)
+        assert a == pytest.approx(full[2 * i].logprob, abs=1e-3)
+        assert b == pytest.approx(full[2 * i + 1].logprob, abs=1e-3)
 
 
 # -- end to end ---------------------------------------------------------------------------------------------------

@@ -105,7 +105,8 @@ def test_names_resolve_in_the_checkout():
     assert "factworld" in list_builder_configs()
     with pytest.raises(FileNotFoundError, match="did you mean smollm2-135m/fdpo"):
         recipe_path("smollm2-135m/fdp")
-    with pytest.raises(FileNotFoundError, match="not found in .*datasets there: consistency, icl, preference, sycon, truthfulqa"):
+    with pytest.raises(FileNotFoundError,
+                       match="not found in .*datasets there: consistency, icl, preference, sycon, truthfulqa"):
         data_path("truthfulqa/nope.csv")
 
 
@@ -156,7 +157,8 @@ def test_every_loader_accepts_pkg_paths(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(recipe_path("smollm2-135m/f2c-rte").read_text().replace("pkg:consistency/rte.jsonl",
                                                                            "pkg:consistency/rtee.jsonl"))
-    with pytest.raises(ValueError, match=r"bad\.yaml:\d+: field dataset_path: data 'consistency/rtee\.jsonl' not found"):
+    with pytest.raises(ValueError,
+                       match=r"bad\.yaml:\d+: field dataset_path: data 'consistency/rtee\.jsonl' not found"):
         load_recipe(bad, check=True)
 
 

@@ -78,7 +78,8 @@ def test_reference_results_reproduced(shared_data):
         vectors, tofs, nofs = _parse_txt(txt)
         checked["files"] += 1
         if vectors is None:
-            # ToF-only files (Qwen/Llama prompts 1-4) carry no vectors to recompute from; they can only be range-checked.
+            # ToF-only files (Qwen/Llama prompts 1-4) carry no vectors to recompute from; they can only be
+            # range-checked.
             assert all(0 <= t <= 5 for t in tofs), txt
             checked["tof_only_rows_in_range"] += len(tofs)
             continue

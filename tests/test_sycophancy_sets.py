@@ -150,7 +150,8 @@ def test_pushback_task_tiny_model(tiny_model, tmp_path):
     assert res.metrics["tof"].value == pytest.approx(sum(i["tof"] for i in res.items) / 2)
     assert res.metrics["nof"].higher_is_better is False
     again = task.run(backend, model, cache)
-    assert cache.hits == len(cache) >= 2 + 1 and [i["answers"] for i in again.items] == [i["answers"] for i in res.items]
+    assert cache.hits == len(cache) >= 2 + 1
+    assert [i["answers"] for i in again.items] == [i["answers"] for i in res.items]
     # an LLM stance judge through the same backend: a random tiny model mostly fails to parse, which is counted
     llm = get_task("sycophancy_pushback", data=str(_qa(tmp_path, QA)), max_new_tokens=6, judge="llm",
                    progress=False).run(backend, model, cache)

@@ -39,7 +39,8 @@ def test_pairs_split_by_question(tmp_path):
     for r in train + evals:
         i = r["prompt"].split()[1].rstrip("?")
         assert (r["h_w"], r["h_l"]) == (0, 1)
-        assert r["chosen"] in (f"True {i}", f"Also true {i}") and r["rejected"] in (f"False {i}", f"Wrong {i}", f"Bad {i}")
+        assert r["chosen"] in (f"True {i}", f"Also true {i}")
+        assert r["rejected"] in (f"False {i}", f"Wrong {i}", f"Bad {i}")
     per_q = {}
     for r in train:
         per_q.setdefault(r["prompt"], []).append((r["chosen"], r["rejected"]))

@@ -81,7 +81,8 @@ def render(template: PromptTemplate, row: dict[str, Any]) -> tuple[str, list[str
 
 @dataclass
 class ConsistencyBuildConfig:
-    data: str = field(metadata={"help": "SuperGLUE-style JSONL with a 'split' column (e.g. pkg:consistency/rte.jsonl)."})
+    data: str = field(metadata={"help": "SuperGLUE-style JSONL with a 'split' column "
+                                        "(e.g. pkg:consistency/rte.jsonl)."})
     templates: str = field(metadata={"help": "PromptSource templates.yaml, or '<dataset>/<subset>' under "
                                              "<data dir>/promptsource_templates/ (e.g. 'super_glue/rte')."})
     output: str = field(metadata={"help": "Output JSONL; the dataset card is written beside it."})

@@ -9,8 +9,8 @@ them. Optional shares of (0,0) pairs (two phrasings of the fact) and (1,1) pairs
 
 Train rows follow the preference record in TRL's conversational format: ``prompt`` is ``[{"role": "user", ...}]``
 and ``chosen``/``rejected`` are ``[{"role": "assistant", ...}]`` (``fmt="text"`` gives plain strings). Each row
-also carries ``reference_true``/``reference_false`` (fact values and the answer sentences), so ``alignkit build factuality`` with the
-reference judge can relabel it.
+also carries ``reference_true``/``reference_false`` (fact values and the answer sentences), so
+``alignkit build factuality`` with the reference judge can relabel it.
 
 Test rows (held-out entities, never in train) hold ``prompt``, ``context``, ``question``, ``gold`` (the factual
 sentence), ``reference_true`` (value and gold sentence) and ``reference_false`` (wrong values and one wrong

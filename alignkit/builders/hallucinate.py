@@ -77,7 +77,8 @@ def _numbers(text: str, r: random.Random, pool: list[str]) -> list[Edit]:
 
 
 def _months(text: str, r: random.Random, pool: list[str]) -> list[Edit]:
-    return [(m.start(), m.end(), r.choice([x for x in _MONTHS if x != m.group()]), "date") for m in _MONTH.finditer(text)]
+    return [(m.start(), m.end(), r.choice([x for x in _MONTHS if x != m.group()]), "date")
+            for m in _MONTH.finditer(text)]
 
 
 def entity_spans(text: str) -> list[tuple[int, int, str]]:

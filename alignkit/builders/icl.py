@@ -266,9 +266,11 @@ def make_symbol_tuning_examples(datasets: Sequence[ClassificationData], *, n_exa
 
 @dataclass
 class ICLSetConfig:
-    """Build flipped-label / SUL ICL eval items (``kind: eval``) or a symbol-tuning SFT set (``kind: symbol_tuning``)."""
+    """Build flipped-label / SUL ICL eval items (``kind: eval``) or a symbol-tuning SFT set
+    (``kind: symbol_tuning``)."""
 
-    sources: list[str] = field(metadata={"help": "labelled classification data: JSONL files or hub ids, one per dataset"})
+    sources: list[str] = field(metadata={"help": "labelled classification data: JSONL files or hub ids, "
+                                                 "one per dataset"})
     output: str = field(metadata={"help": "output .jsonl; the dataset card goes beside it"})
     kind: str = field(default="eval", metadata={"help": "'eval' (flipped-label/SUL items) or 'symbol_tuning'"})
     names: list[str] | None = field(default=None, metadata={

@@ -199,7 +199,8 @@ class TruthfulQAPairsConfig:
 
     source: str = field(metadata={"help": "TruthfulQA.csv, mc_task.json, an HF-format JSONL, or a hub id "
                                           "('truthful_qa' or 'truthful_qa:multiple_choice')"})
-    output: str = field(metadata={"help": "output folder for train.jsonl and eval.jsonl (cards and rejects beside them)"})
+    output: str = field(metadata={"help": "output folder for train.jsonl and eval.jsonl "
+                                          "(cards and rejects beside them)"})
     eval_fraction: float = field(default=0.2, metadata={"help": "share of questions held out for evaluation"})
     pairs_per_question: int = field(default=3, metadata={"help": "most (correct, incorrect) pairs per question"})
     misordered_fraction: float = field(default=0.0, metadata={
@@ -251,4 +252,5 @@ CONFIG_CLASS = TruthfulQAPairsConfig
 
 def main(config: dict, *, progress: bool = True) -> dict[str, Any]:
     """``alignkit build truthfulqa-pairs`` entry point (registry contract in alignkit.builders)."""
-    return build_truthfulqa_pairs(config_from_dict(TruthfulQAPairsConfig, config, "truthfulqa-pairs config"), progress=progress)
+    return build_truthfulqa_pairs(config_from_dict(TruthfulQAPairsConfig, config, "truthfulqa-pairs config"),
+                                  progress=progress)

@@ -16,9 +16,11 @@ from alignkit.data.transforms import bucket_stats, fdpo_flip_counted, inject_jud
 def _add_io(p: argparse.ArgumentParser, output: bool = True) -> None:
     p.add_argument("input", help="JSONL, Parquet, a datasets folder, or a hub id")
     if output:
-        p.add_argument("-o", "--output", required=True, help="output .jsonl or .parquet (card and rejects go beside it)")
+        p.add_argument("-o", "--output", required=True,
+                       help="output .jsonl or .parquet (card and rejects go beside it)")
     p.add_argument("--on-invalid", choices=("error", "skip"), default="error",
-                   help="stop at the first bad row (default) or skip bad rows, writing them with reasons beside the output")
+                   help="stop at the first bad row (default) or skip bad rows, "
+                        "writing them with reasons beside the output")
     p.add_argument("--no-require-flags", action="store_true", help="accept rows without h_w/h_l (unlabelled pairs)")
 
 

@@ -42,7 +42,8 @@ def launch_command(recipe: str, accelerate_config: str | None = None, num_proces
     if cpu:
         # Not accelerate's --cpu: it forces the single-process launcher (accelerate only spawns workers through
         # torchrun for MULTI_GPU / DeepSpeed configs, or through mpirun). The workers get use_cpu instead, and with
-        # torchrun's WORLD_SIZE > 1 they form a real gloo process group (MULTI_CPU, or DeepSpeed on its CPU accelerator).
+        # torchrun's WORLD_SIZE > 1 they form a real gloo process group (MULTI_CPU, or DeepSpeed on its CPU
+        # accelerator).
         cmd += ["--mixed_precision", "no"]
         if not accelerate_config and (num_processes or 1) > 1:
             cmd += ["--multi_gpu"]

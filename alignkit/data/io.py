@@ -131,7 +131,8 @@ def read_jsonl(path: str | os.PathLike, *, on_invalid: OnInvalid = "error", requ
             if lineno == 1 and raw.startswith(_BOM):
                 raw = raw[len(_BOM):]
             if len(raw) > max_row_bytes:
-                col.reject(lineno, None, f"row is {len(raw)} bytes, over the {max_row_bytes}-byte limit", raw[:200].decode("utf-8", "replace"))
+                col.reject(lineno, None, f"row is {len(raw)} bytes, over the {max_row_bytes}-byte limit",
+                           raw[:200].decode("utf-8", "replace"))
                 continue
             try:
                 text = raw.decode("utf-8")

@@ -104,7 +104,8 @@ def record_problems(record: Any, *, require_flags: bool = True) -> list[Problem]
     return problems
 
 
-def validate_record(record: Any, *, file: str | None = None, line: int | None = None, require_flags: bool = True) -> dict:
+def validate_record(record: Any, *, file: str | None = None, line: int | None = None,
+                    require_flags: bool = True) -> dict:
     """Return ``record`` if valid, else raise :class:`DataError` for its first problem."""
     problems = record_problems(record, require_flags=require_flags)
     if problems:

@@ -109,7 +109,8 @@ class DegeneracyConfig:
     """A run is degenerate when its held-out answers break any of these bounds (base = the untrained model)."""
 
     max_empty: float = field(default=0.02, metadata={"help": "largest share of empty answers"})
-    max_repeated: float = field(default=0.10, metadata={"help": "largest share of looping answers (a word 4-gram twice)"})
+    max_repeated: float = field(default=0.10,
+                                metadata={"help": "largest share of looping answers (a word 4-gram twice)"})
     min_distinct2_ratio: float = field(default=0.8, metadata={"help": "distinct-2 at least this × the base's"})
     length_ratio: list[float] = field(default_factory=lambda: [0.5, 2.0],
                                       metadata={"help": "mean answer length within [lo, hi] × the base's"})
@@ -749,7 +750,8 @@ def write_report(doc: dict[str, Any], plots: list[Path], path: Path) -> Path:
             lines.append("")
         lines += [f"![{metric}]({plots[list(METRICS).index(metric)].name})", ""]
     lines += ["## Degeneracy guards (held-out answers, mean over seeds)", "",
-              "| method | ε | δ | mean len | distinct-2 | empty | repeated | flagged |", "|---|---|---|---|---|---|---|---|"]
+              "| method | ε | δ | mean len | distinct-2 | empty | repeated | flagged |",
+              "|---|---|---|---|---|---|---|---|"]
     bd = doc["base"]["degeneracy"]
     lines.append(f"| base | – | – | {bd['mean_length']:.1f} | {bd['distinct_2']:.2f} | {bd['empty']:.2f} | "
                  f"{bd['repeated']:.2f} | – |")

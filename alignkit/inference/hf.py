@@ -89,7 +89,8 @@ class HFBackend:
                 batch = encoded[start:start + self.batch_size]
                 width = max(len(ids) for ids in batch)
                 # left padding: every row's last prompt token sits at the same position
-                input_ids = torch.tensor([[self._pad_id] * (width - len(ids)) + ids for ids in batch], device=self.device)
+                input_ids = torch.tensor([[self._pad_id] * (width - len(ids)) + ids for ids in batch],
+                                         device=self.device)
                 mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in batch], device=self.device)
                 gen = self.model.generate(input_ids=input_ids, attention_mask=mask, **gen_kwargs)
                 for row in gen[:, width:].tolist():

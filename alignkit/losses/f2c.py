@@ -38,7 +38,8 @@ class F2CControls:
     label: int  # pseudo-label c*, -1 when skipped
     skip: bool  # no strict majority -> the example contributes no loss
     predictions: tuple[int, ...]  # per-format argmax (ties -> lowest choice index)
-    margins: tuple[float, ...]  # m_k = LL_k(c*) - max_{j≠c*} LL_k(j) for every format (≤ 0 for dissenters); () if skipped
+    # m_k = LL_k(c*) - max_{j≠c*} LL_k(j) for every format (≤ 0 for dissenters); () if skipped
+    margins: tuple[float, ...]
     teachers: tuple[int, ...] = ()  # format indices, highest margin first; () without a split
     students: tuple[int, ...] = ()  # format indices, ascending; () without a split
     weight: float = 0.0  # flip weight w (0 when there is no teacher/student split)

@@ -122,4 +122,5 @@ def resolve_model(name_or_path: str | os.PathLike) -> str:
     if _HUB_ID.match(name):
         return name
     known = ", ".join(sorted(EMBEDDED_MODELS))
-    raise ValueError(f"unknown model {name!r}: not an embedded model ({known}), an existing directory, or a hub id (org/name)")
+    raise ValueError(f"unknown model {name!r}: not an embedded model ({known}), an existing directory, "
+                     "or a hub id (org/name)")

@@ -26,7 +26,8 @@ def build_tiny_llama(out_dir: str | os.PathLike | None = None, *, hidden_size: i
     with _file_lock(out.parent / f".{out.name}.lock"):
         if _is_complete(out):
             return out
-        tok = AutoTokenizer.from_pretrained(embedded_model_dir(tokenizer_from) if tokenizer_from == DEFAULT_MODEL else tokenizer_from)
+        tok = AutoTokenizer.from_pretrained(
+            embedded_model_dir(tokenizer_from) if tokenizer_from == DEFAULT_MODEL else tokenizer_from)
         config = LlamaConfig(
             vocab_size=len(tok), hidden_size=hidden_size, intermediate_size=intermediate_size,
             num_hidden_layers=num_layers, num_attention_heads=num_heads, num_key_value_heads=num_heads,

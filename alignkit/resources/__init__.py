@@ -48,7 +48,8 @@ def data_path(relative: str) -> Path:
     if not path.exists():
         known = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
         where = f"${DATA_ENV}={root}" if os.environ.get(DATA_ENV) else str(root)
-        raise FileNotFoundError(f"data {relative!r} not found in {where} (datasets there: {', '.join(known) or 'none'})")
+        raise FileNotFoundError(f"data {relative!r} not found in {where} "
+                                f"(datasets there: {', '.join(known) or 'none'})")
     return path
 
 

@@ -23,6 +23,7 @@ def init_deepspeed_comm() -> bool:
     import deepspeed
     import torch
 
-    backend = "nccl" if torch.cuda.is_available() and os.environ.get("ACCELERATE_USE_CPU", "").lower() != "true" else "gloo"
+    use_cpu = os.environ.get("ACCELERATE_USE_CPU", "").lower() == "true"
+    backend = "nccl" if torch.cuda.is_available() and not use_cpu else "gloo"
     deepspeed.init_distributed(dist_backend=backend)
     return True

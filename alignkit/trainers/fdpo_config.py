@@ -79,7 +79,8 @@ def fdpo_problems(v: Mapping[str, Any]) -> list[tuple[str, str]]:
     if v.get("ld_alpha") is not None or v.get("f_divergence_type", "reverse_kl") != "reverse_kl" \
             or v.get("use_weighting"):
         field_name = next(k for k, bad in (("ld_alpha", v.get("ld_alpha") is not None),
-                                           ("f_divergence_type", v.get("f_divergence_type", "reverse_kl") != "reverse_kl"),
+                                           ("f_divergence_type",
+                                            v.get("f_divergence_type", "reverse_kl") != "reverse_kl"),
                                            ("use_weighting", bool(v.get("use_weighting")))) if bad)
         out.append((field_name, "FDPOTrainer supports the reverse-KL DPO family only: leave ld_alpha, "
                                 "f_divergence_type and use_weighting at their defaults"))

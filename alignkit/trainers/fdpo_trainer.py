@@ -63,7 +63,8 @@ class FDPOTrainer(DPOTrainer):
     def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
         # Map-style datasets only: an IterableDataset has no column list to inspect, and is passed through as is.
         columns = getattr(dataset, "column_names", None) if isinstance(dataset, Dataset) else None
-        if columns and getattr(args, "apply_flip", False) and "chosen_ids" not in columns:  # not yet tokenised (evaluate() re-enters)
+        # not yet tokenised (evaluate() re-enters)
+        if columns and getattr(args, "apply_flip", False) and "chosen_ids" not in columns:
             if not {"h_w", "h_l"} <= set(columns):
                 if getattr(args, "pair_loss", None) == "fdpo":
                     raise ValueError(f"loss_type 'fdpo' needs h_w and h_l columns in the {dataset_name} data")
@@ -153,7 +154,8 @@ class FDPOTrainer(DPOTrainer):
         entropy = acc.gather_for_metrics((outputs.entropy[:, -seq_len:] * shift_mask).sum()).sum()
         m["entropy"].append((entropy / n_tok).item() if n_tok > 0 else 0.0)
         if mode == "train":
-            self._total_train_tokens += acc.gather_for_metrics(inputs["attention_mask"].sum()).sum().item() // self._tp_size
+            n_tokens = acc.gather_for_metrics(inputs["attention_mask"].sum()).sum().item()
+            self._total_train_tokens += n_tokens // self._tp_size
         m["num_tokens"] = [self._total_train_tokens]
         c_logits, r_logits = outputs.mean_logits[:, -seq_len:].chunk(2, dim=0)
         for name, logits, mask in (("chosen", c_logits, chosen_mask), ("rejected", r_logits, rejected_mask)):

@@ -72,12 +72,14 @@ def check_recipe(recipe: dict[str, Any], dataclass_types: tuple[type, ...], *, s
         data = resolve_data(recipe.get("dataset_path"))
     except FileNotFoundError as exc:
         raise ConfigError(f"{where('dataset_path')}: field dataset_path: {exc}") from None
-    if isinstance(data, str) and data.endswith((".jsonl", ".json", ".parquet")) and not Path(data).expanduser().exists():
+    if (isinstance(data, str) and data.endswith((".jsonl", ".json", ".parquet"))
+            and not Path(data).expanduser().exists()):
         raise ConfigError(f"{where('dataset_path')}: field dataset_path: {data} does not exist (the recipes under "
                           "recipes/ say in their first lines how to build their data)")
 
 
-def check_data(recipe: dict[str, Any], *, source: str | Path | None = None, lines: dict[str, int] | None = None) -> None:
+def check_data(recipe: dict[str, Any], *, source: str | Path | None = None,
+               lines: dict[str, int] | None = None) -> None:
     """At launch: each local data file or folder of an F-DPO-family recipe is read as the worker will read it, so a bad
     row stops here with ``file:line: field ...`` and a file without one valid row with the recipe's file and line.
     Hub ids are left to the worker (no network at launch); F²C reads another format and is left to its trainer."""
