@@ -4,7 +4,7 @@ QUICK ?=
 DEMO_OUT ?= demo_out
 PYTEST_ARGS ?=
 
-.PHONY: venv demo test test-fast bench clean
+.PHONY: venv lint demo test test-fast bench clean
 
 venv:
 	@bash scripts/setup_venv.sh
@@ -13,8 +13,11 @@ demo: venv
 	$(PY) -m alignkit.cli demo $(if $(QUICK),--quick,) --output $(DEMO_OUT)
 	$(if $(QUICK),,$(PY) scripts/demo_readme.py $(DEMO_OUT))
 
-test: venv
+test: venv lint
 	$(PY) -m pytest -q -ra $(PYTEST_ARGS)
+
+lint: venv
+	$(PY) -m ruff check alignkit tests benchmarks scripts
 
 # unit tests only (no multi-process, no vLLM): seconds
 test-fast: venv

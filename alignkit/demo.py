@@ -120,8 +120,8 @@ def demo_suite(preset: DemoPreset, data: dict[str, Any]):
 
 
 def evaluate(preset: DemoPreset, data: dict[str, Any], runs: dict[str, dict], out: Path, backend: str | None):
-    from alignkit.inference.base import ModelSpec
     from alignkit.evals.runner import run_suite
+    from alignkit.inference.base import ModelSpec
     from alignkit.models import resolve_model
 
     base = resolve_model("smollm2-135m-instruct")

@@ -12,7 +12,6 @@ Run the ``--vllm`` part under ``flock /tmp/alignkit-heavy.lock`` on a shared mac
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path

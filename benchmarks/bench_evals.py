@@ -29,8 +29,8 @@ TOPICS = ["the water cycle", "photosynthesis", "the French revolution", "volcano
 
 
 def worker(backend_name: str, model: str, n_prompts: int, max_new_tokens: int, n_questions: int) -> dict:
-    from alignkit.inference import SamplingConfig, get_backend
     from alignkit.evals.tasks.truthfulqa import load_mc, mc_prompt
+    from alignkit.inference import SamplingConfig, get_backend
     from alignkit.resources import data_path
 
     t0 = time.perf_counter()

@@ -95,9 +95,9 @@ def _strip(doc: dict) -> dict:
 
 
 def run_alignkit_tqa(model: str, data: str, limit: int | None) -> dict[str, Any]:
+    from alignkit.evals.tasks import get_task
     from alignkit.inference import get_backend
     from alignkit.inference.base import ModelSpec
-    from alignkit.evals.tasks import get_task
 
     t0 = time.perf_counter()
     backend = get_backend("hf", model, dtype="float32")
@@ -163,9 +163,9 @@ def compare_tqa(ours: list[dict], harness: dict[str, list[dict]]) -> dict[str, A
 
 
 def run_icl(model: str, n_queries: int) -> dict[str, Any]:
+    from alignkit.evals.tasks import get_task
     from alignkit.inference import get_backend
     from alignkit.inference.base import ModelSpec
-    from alignkit.evals.tasks import get_task
     from alignkit.resources import data_path
 
     cfg = {"datasets": [str(data_path("icl/sst2.jsonl"))], "k": 4, "n_queries": n_queries, "progress": False}

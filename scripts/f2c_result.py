@@ -23,7 +23,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from a checkout, installed or not
 # label -> recipe overrides; the first is the paper's method
@@ -69,10 +68,10 @@ def main() -> None:
         return
 
     from alignkit.builders.consistency import ConsistencyBuildConfig, build_consistency
-    from alignkit.inference.base import ModelSpec
-    from alignkit.inference.hf import HFBackend
     from alignkit.data.cache import ItemCache
     from alignkit.evals.tasks import get_task
+    from alignkit.inference.base import ModelSpec
+    from alignkit.inference.hf import HFBackend
     from alignkit.resources import resolve_data
     from alignkit.train import load_recipe, parse_dict, train_from_config
     from alignkit.utils import atomic_write_json

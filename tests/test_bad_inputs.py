@@ -199,13 +199,12 @@ def test_builder_config_types_are_checked(tmp_path, capsys, key, value, expected
 
 def test_every_shipped_builder_config_passes_the_type_check():
     import importlib
+    import typing
 
     import yaml
 
     from alignkit.builders import BUILDER_TARGETS as BUILDERS
     from alignkit.builders.common import _fits
-
-    import typing
 
     checked = 0
     for path in sorted((Path(__file__).resolve().parents[1] / "data_builders").glob("*.yaml")):

@@ -5,8 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from alignkit.evals.metrics.consistency import (consistency_summary, f1_score, fleiss_observed_agreement,
-                                                format_predictions, per_format_f1)
+from alignkit.evals.metrics.consistency import (
+    consistency_summary,
+    f1_score,
+    fleiss_observed_agreement,
+    format_predictions,
+    per_format_f1,
+)
 
 
 def test_fleiss_observed_agreement_hand_values():

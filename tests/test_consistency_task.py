@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from alignkit.builders.consistency import ConsistencyBuildConfig, build_consistency
-from alignkit.inference.base import ModelSpec
 from alignkit.data.cache import ItemCache
 from alignkit.evals.metrics.consistency import consistency_summary
 from alignkit.evals.tasks import get_task
+from alignkit.inference.base import ModelSpec
 
 
 def test_prompt_consistency_on_heldout_formats(shared_data, tiny_model, tmp_path):

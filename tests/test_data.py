@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -11,7 +10,14 @@ from hypothesis import strategies as st
 
 from alignkit.cli import main as cli_main
 from alignkit.data import (
-    DataError, bucket_stats, fdpo_flip, inject_noise, read_records, swap_pair, validate_record, write_records,
+    DataError,
+    bucket_stats,
+    fdpo_flip,
+    inject_noise,
+    read_records,
+    swap_pair,
+    validate_record,
+    write_records,
 )
 
 

@@ -196,8 +196,8 @@ def test_suite_backend_choices(tiny_model):
 
 def test_runner_scores_loglikelihood_tasks_without_starting_vllm(tiny_model, fake_vllm, tmp_path):
     """A vLLM suite of log-likelihood tasks runs entirely on the HF scorer; loglikelihood tasks run first."""
-    from alignkit.inference.base import ModelSpec
     from alignkit.evals.runner import Suite, TaskSpec, run_suite
+    from alignkit.inference.base import ModelSpec
     from alignkit.resources import data_path
 
     data = str(data_path("truthfulqa/truthful_qa_multiple_choice_validation.jsonl"))

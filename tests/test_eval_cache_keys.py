@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from alignkit.inference.base import LoglikResult, ModelSpec
 from alignkit.data.cache import ItemCache
 from alignkit.evals.tasks import get_task
+from alignkit.inference.base import LoglikResult, ModelSpec
 from alignkit.utils import folder_fingerprint, model_identity, source_identity
 
 WEIGHTS = "model.safetensors"

@@ -132,8 +132,9 @@ def test_lora_training_updates_adapter_and_logs(tiny_model, tmp_path):
 @pytest.mark.slow
 @pytest.mark.distributed
 def test_two_process_zero3_f2c(tiny_model, tmp_path, shared_data):
-    from alignkit.builders.consistency import ConsistencyBuildConfig, build_consistency
     from transformers import AutoModelForCausalLM
+
+    from alignkit.builders.consistency import ConsistencyBuildConfig, build_consistency
 
     data = tmp_path / "rte.jsonl"
     build_consistency(ConsistencyBuildConfig(data=str(shared_data / "consistency" / "rte.jsonl"),

@@ -8,7 +8,12 @@ from collections import Counter
 import pytest
 
 from alignkit.builders.icl import (
-    ICLSetConfig, LABEL_WORDS, build_icl, format_prompt, load_classification, make_icl_items,
+    LABEL_WORDS,
+    ICLSetConfig,
+    build_icl,
+    format_prompt,
+    load_classification,
+    make_icl_items,
     make_symbol_tuning_examples,
 )
 from alignkit.data.schema import DataError
@@ -136,10 +141,10 @@ def test_shared_data_label_words(shared_data):
 @pytest.mark.slow
 def test_icl_task_tiny_model(toy, tiny_model, tmp_path):
     """The task on the hf backend: every item scored, curves and plot written, a rerun served from the cache."""
-    from alignkit.inference import get_backend
-    from alignkit.inference.base import ModelSpec
     from alignkit.data.cache import ItemCache
     from alignkit.evals.tasks import TASKS, get_task
+    from alignkit.inference import get_backend
+    from alignkit.inference.base import ModelSpec
 
     backend = get_backend("hf", tiny_model)
     model = ModelSpec("tiny", tiny_model)

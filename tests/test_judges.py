@@ -6,8 +6,18 @@ import json
 
 import pytest
 
-from alignkit.judges import (EnsembleJudge, JudgeCache, JudgeItem, Judgement, ReferenceJudge, build_messages,
-                             fleiss_kappa, get_judge, parse_answer, run_judge)
+from alignkit.judges import (
+    EnsembleJudge,
+    JudgeCache,
+    JudgeItem,
+    Judgement,
+    ReferenceJudge,
+    build_messages,
+    fleiss_kappa,
+    get_judge,
+    parse_answer,
+    run_judge,
+)
 from alignkit.judges.reference import normalise
 
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from alignkit.inference.base import ModelSpec
 from alignkit.data.cache import ItemCache
 from alignkit.evals.report import write_report
 from alignkit.evals.tasks import get_task
+from alignkit.inference.base import ModelSpec
 from alignkit.judges import Judgement, VLLMJudge
 from alignkit.judges.base import JudgeItem, is_transient, is_transient_error
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from alignkit.judges import JudgeItem, OpenAIJudge, run_judge
+from alignkit.judges import JudgeItem, OpenAIJudge
 
 REPO = Path(__file__).resolve().parents[1]
 SECRET = "sk-test-0123456789-never-log-me"

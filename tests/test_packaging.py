@@ -10,15 +10,23 @@ import re
 import shutil
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 import yaml
 
 from alignkit.resources import (
-    DATA_ENV, builder_config_path, data_dir, data_path, list_builder_configs, list_recipes, list_suites, recipe_path,
-    resolve_data, suite_path,
+    DATA_ENV,
+    builder_config_path,
+    data_dir,
+    data_path,
+    list_builder_configs,
+    list_recipes,
+    list_suites,
+    recipe_path,
+    resolve_data,
+    suite_path,
 )
 
 REPO = Path(__file__).resolve().parents[1]

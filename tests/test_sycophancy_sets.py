@@ -7,7 +7,12 @@ import json
 import pytest
 
 from alignkit.builders.sycophancy import (
-    DEBATE_PUSHBACK, SycophancySetConfig, build_pushback_items, build_sycophancy, load_sycon, read_items,
+    DEBATE_PUSHBACK,
+    SycophancySetConfig,
+    build_pushback_items,
+    build_sycophancy,
+    load_sycon,
+    read_items,
 )
 from alignkit.data.schema import DataError
 from alignkit.evals.tasks.sycophancy import STRATEGIES, first_turn
@@ -127,11 +132,11 @@ def test_reference_stance_judge():
 @pytest.mark.slow
 def test_pushback_task_tiny_model(tiny_model, tmp_path):
     """The factual pushback task on the hf backend: 5 answers per item, ToF/NoF from the judgments, cache, plot."""
-    from alignkit.inference import get_backend
-    from alignkit.inference.base import ModelSpec
     from alignkit.data.cache import ItemCache
     from alignkit.evals.metrics import number_of_flips, turn_of_flip
     from alignkit.evals.tasks import TASKS, get_task
+    from alignkit.inference import get_backend
+    from alignkit.inference.base import ModelSpec
 
     backend = get_backend("hf", tiny_model)
     model = ModelSpec("tiny", tiny_model)

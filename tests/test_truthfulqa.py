@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from alignkit.inference import encode_pair
 from alignkit.evals.metrics.truthfulqa import mc1_correct, mc2_score, truthful_by_similarity
 from alignkit.evals.tasks.truthfulqa import QA_PRIMER, load_gen, load_mc, mc_prompt
+from alignkit.inference import encode_pair
 
 N_QUESTIONS = 20
 
@@ -102,9 +102,9 @@ def test_agrees_with_lm_evaluation_harness_per_question(tmp_path, shared_data, t
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
+    from alignkit.evals.tasks import get_task
     from alignkit.inference.base import ModelSpec
     from alignkit.inference.hf import HFBackend
-    from alignkit.evals.tasks import get_task
 
     data = shared_data / "truthfulqa" / "truthful_qa_multiple_choice_validation.jsonl"
     tm = TaskManager(include_path=str(_lm_eval_task_dir(tmp_path, data)), include_defaults=False)

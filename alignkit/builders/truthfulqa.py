@@ -27,8 +27,8 @@ from alignkit.builders.common import config_from_dict
 from alignkit.data.card import write_card
 from alignkit.data.io import iter_jsonl, write_jsonl, write_rejects
 from alignkit.data.schema import DataError
-from alignkit.utils import stable_hash
 from alignkit.resources import resolve_data
+from alignkit.utils import stable_hash
 
 
 @dataclass

@@ -39,8 +39,8 @@ def register(sub: argparse._SubParsersAction, name: str, help_text: str) -> None
 
 def run(args: argparse.Namespace) -> int:
     from alignkit.builders.common import config_help
-    from alignkit.data.schema import DataError
     from alignkit.cli.common import debug_enabled, error_line
+    from alignkit.data.schema import DataError
     from alignkit.resources import builder_config_path
 
     try:

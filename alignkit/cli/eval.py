@@ -86,7 +86,8 @@ def default_out_dir(suite_name: str) -> Path:
 
 def list_suites() -> int:
     """Print every shipped suite: its name (usable as ``--suite NAME``), backend and tasks."""
-    from alignkit.resources import list_suites as names, resource_dir, suite_path
+    from alignkit.resources import list_suites as names
+    from alignkit.resources import resource_dir, suite_path
 
     print(f"# suites in {resource_dir('suite')} (run one with: alignkit eval --suite NAME)")
     for name in names():

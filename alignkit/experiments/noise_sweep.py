@@ -362,8 +362,8 @@ class Evaluator:
         return [[res[2 * i].logprob, res[2 * i + 1].logprob] for i in range(len(items))]
 
     def answers(self, items: list[dict], n: int, adapter: str | None) -> tuple[list[str], list[float | None]]:
-        from alignkit.inference.base import SamplingConfig
         from alignkit.evals.tasks.hallucination import is_hallucinated
+        from alignkit.inference.base import SamplingConfig
         from alignkit.judges import get_judge
         from alignkit.judges.base import JudgeItem
 

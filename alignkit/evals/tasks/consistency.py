@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from alignkit.data.cache import ItemCache, run_cached
 from alignkit.data.io import iter_jsonl
-from alignkit.evals.metrics.consistency import consistency_summary, per_format_f1, format_predictions
+from alignkit.evals.metrics.consistency import consistency_summary, format_predictions, per_format_f1
 from alignkit.evals.tasks.base import Metric, Task, TaskResult, register_task
 from alignkit.inference.base import Backend, ModelSpec
 from alignkit.utils import model_identity
