@@ -40,6 +40,14 @@ TQA_FILE = "truthfulqa/truthful_qa_multiple_choice_validation.jsonl"
 ISSUE_LIMIT_TOKENS = 78_000  # issue 13: primer once + each question once + every continuation, all 817 questions
 PARTS = ("tqa", "tqa_all", "icl")
 
+# What limits the wall-time gain on a CPU (issue 13 follow-up); appended to each run.
+CPU_READING = """**Reading.** Tokens computed fall to near the distinct-prefix limit and every score equals the unshared one, but
+on a small shared CPU the wall-time gain is far below the token ratio: each shared-prefix forward gathers and
+concatenates KV-cache rows (rows × cached length per layer, plus the grouped-query head expansion), so many small
+forwards over long cached prefixes cost much more per computed token than the unshared path's large padded batches.
+Packing a call's prefix tree into one sequence with a tree attention mask (one forward per call, no KV copies) is the
+next step; until then the speed targets are not met on this machine."""
+
 # Why the HF scorer, not vLLM, scores log-likelihoods by default (alignkit/inference/split.py); appended to each run.
 WHY_HF = """**Why log-likelihoods default to the HF scorer, also in vLLM suites.** vLLM computes every (context,
 continuation) request in full; its prefix caching does not apply to scoring: vLLM 0.32 sets
@@ -285,7 +293,7 @@ def main() -> int:
                f"| {ours['wall_s']:.1f} | {st['tokens_computed']:,} (+{st['tokens_padded']:,} pad) | "
                f"{st['tokens_computed'] / ISSUE_LIMIT_TOKENS:.2f} | {st['tokens_computed'] / counts['limit']:.2f} | "
                f"{counts['unshared']:,} | {ours['mc1']:.4f} | {ours['mc2']:.4f} |", ""]
-    md += [WHY_HF, ""]
+    md += [CPU_READING, "", WHY_HF, ""]
     doc["load_after"] = _load()
     md += [f"Load average (1, 5, 15 min) before: {', '.join(f'{x:.1f}' for x in doc['load_before'])}; after: "
            f"{', '.join(f'{x:.1f}' for x in doc['load_after'])} (on {doc['machine'].get('cpu_count')} cores; above "
