@@ -39,7 +39,9 @@ _LABEL = re.compile(r"^[A-Za-z0-9][\w.\-]*$")
 # backend options that change speed, memory or placement but not the numbers (left out of the cache scope)
 _SPEED_ONLY_OPTIONS = frozenset({"batch_size", "progress", "enable_lora", "gpu_memory_utilization",
                                  "tensor_parallel_size", "data_parallel_size", "max_loras", "max_lora_rank",
-                                 "max_num_seqs", "swap_space", "enforce_eager", "lora_mode", "device"})
+                                 "max_num_seqs", "swap_space", "enforce_eager", "lora_mode", "device",
+                                 # the shared-prefix scorer computes the same log-likelihoods either way
+                                 "prefix_sharing", "score_batch_tokens", "score_batch_kv"})
 
 
 @dataclass
