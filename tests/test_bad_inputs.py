@@ -190,7 +190,7 @@ def test_utf8_bom_at_start_is_accepted(tmp_path, reliability_log):
 def test_builder_config_types_are_checked(tmp_path, capsys, key, value, expected, reliability_log):
     cfg = tmp_path / "factworld.yaml"
     cfg.write_text(f"output_dir: {tmp_path / 'out'}\nn_train: 20\nn_test: 5\n{key}: {value}\n")
-    assert cli_main(["build", "factworld", "--config", str(cfg), "--quiet"]) == 1
+    assert cli_main(["build", "factworld", "--config", str(cfg), "--quiet"]) == 2  # a config error
     err = capsys.readouterr().err
     assert f"{cfg}: " in err and expected in err, err
     assert not (tmp_path / "out").exists()  # refused before anything was built

@@ -102,7 +102,7 @@ def test_cli_from_yaml_is_byte_identical_on_rerun(tmp_path, capsys):
 
 
 def test_cli_rejects_unknown_config_key(tmp_path, capsys):
-    assert cli(["build", "factworld", "--set", "n_trian=5", "--set", f"output_dir={tmp_path}"]) == 1
+    assert cli(["build", "factworld", "--set", "n_trian=5", "--set", f"output_dir={tmp_path}"]) == 2
     assert "unknown key(s) 'n_trian'" in capsys.readouterr().err
     with pytest.raises(ValueError):
         build_factworld(10, 0, rho=1.5, seed=0)

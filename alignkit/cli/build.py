@@ -39,7 +39,7 @@ def register(sub: argparse._SubParsersAction, name: str, help_text: str) -> None
 
 def run(args: argparse.Namespace) -> int:
     from alignkit.builders.common import config_help
-    from alignkit.cli.common import debug_enabled, error_line
+    from alignkit.cli.common import debug_enabled, error_line, exit_code
     from alignkit.data.schema import DataError
     from alignkit.resources import builder_config_path
 
@@ -53,12 +53,12 @@ def run(args: argparse.Namespace) -> int:
         config = load_config(config_file, args.overrides, output=args.output, seed=args.seed)
         summary = fn(config, progress=not args.quiet)
     except (DataError, FileNotFoundError, ValueError, yaml.YAMLError) as e:
-        # A builder validates its own config while it runs, so a bad config key exits 1 here like bad data does
-        # (tests pin that status); the message is prefixed with the config file it came from.
+        # The exit-code policy: a config error (unknown key, wrong type, bad value) is 2, bad data or a failure
+        # while building is 1; the message is prefixed with the config file it came from.
         if debug_enabled():
             raise
         where = f"{args.config}: " if args.config and not str(e).startswith(str(args.config)) else ""
         print(f"error: {where}{error_line(e)}", file=sys.stderr)
-        return 1
+        return exit_code(e)
     print(json.dumps(summary, sort_keys=True))
     return 0
