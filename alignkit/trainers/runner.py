@@ -388,7 +388,7 @@ def run_training(script_args: Any, training_args: Any, model_args: Any, callback
         atomic_write_text(out_dir / "alignkit_config.yaml", yaml.safe_dump(config, sort_keys=True))
         atomic_write_json(out_dir / "metrics.json", metrics)
     trainer.accelerator.wait_for_everyone()
-    return {**metrics, "output_dir": str(out_dir)}
+    return {**metrics, "output_dir": str(out_dir.resolve())}
 
 
 def _preference_data(script_args: Any, training_args: Any, out_dir: Path, main: bool):
