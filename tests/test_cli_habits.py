@@ -101,3 +101,23 @@ def test_report_to_a_missing_tracker_is_a_clear_error(tmp_path, monkeypatch):
     doc = {"suite": {"name": "s"}, "results": [{"task": "t", "model": "m", "metrics": {"a": {"value": 1.0}}}]}
     with pytest.raises(RuntimeError, match=r"wandb.*not installed.*alignkit\[track\]"):
         report_results(doc, "", tmp_path, ["wandb"])
+
+
+def test_train_show_fields_lists_alignkit_recipe_fields(capsys):
+    from alignkit.cli import main
+
+    assert main(["train", "--show-fields"]) == 0
+    out = capsys.readouterr().out
+    for name in ("dataset_path", "fdpo_lambda", "apply_flip", "loss_type"):
+        assert f"\n{name} = " in out, name
+    assert "trl.trainer.dpo_config.DPOConfig" in out or "DPOConfig" in out
+    assert main(["train", "--show-fields", "f2c"]) == 0
+    f2c = capsys.readouterr().out
+    assert "\nalpha_noncons = 1.0" in f2c and "\ncollapse_threshold = " in f2c and "fdpo_lambda" not in f2c
+
+
+def test_train_without_a_recipe_is_a_usage_error(capsys):
+    from alignkit.cli import main
+
+    assert main(["train"]) == 2
+    assert "a recipe is required" in capsys.readouterr().err

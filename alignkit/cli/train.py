@@ -91,8 +91,50 @@ def run_launch(cmd: list[str]) -> int:
     return 1
 
 
+def show_fields(trainer: str) -> int:
+    """Print the recipe fields alignkit adds (name, default, help) for ``trainer`` (fdpo or f2c), then name the TRL /
+    transformers argument classes whose fields a recipe also takes."""
+    import dataclasses
+
+    from alignkit.train import ScriptArguments
+
+    if trainer == "f2c":
+        from transformers import TrainingArguments as parent
+
+        from alignkit.trainers.f2c_config import F2CConfig as config
+    elif trainer == "fdpo":
+        from trl import DPOConfig as parent
+
+        from alignkit.trainers.fdpo_config import FDPOConfig as config
+    else:
+        raise UsageError(f"--show-fields: unknown trainer {trainer!r}; choose fdpo or f2c")
+    own = set(vars(config).get("__annotations__", {}))  # declared (or redefined, e.g. loss_type) by alignkit
+    sections = [("data and launch (alignkit.train.ScriptArguments)", list(dataclasses.fields(ScriptArguments))),
+                (f"{trainer} training ({config.__module__}.{config.__name__}, alignkit's own fields)",
+                 [f for f in dataclasses.fields(config) if f.name in own])]
+    for title, fields in sections:
+        print(f"# {title}")
+        for f in fields:
+            if f.default is not dataclasses.MISSING:
+                default = repr(f.default)
+            elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+                default = repr(f.default_factory())  # type: ignore[misc]
+            else:
+                default = "(required)"
+            print(f"{f.name} = {default}\n    {f.metadata.get('help', '')}")
+        print()
+    print(f"# also every field of {parent.__module__}.{parent.__name__} (learning_rate, max_steps, ...) and of "
+          "trl.ModelConfig (model_name_or_path, use_peft, lora_r, ...): see their documentation")
+    return 0
+
+
 def _train(args: argparse.Namespace) -> int:
     from alignkit.resources import recipe_path
+
+    if args.show_fields:
+        return show_fields(args.show_fields)
+    if not args.recipe:
+        raise UsageError("a recipe is required (a YAML path or a shipped name; `alignkit recipes` lists them)")
 
     try:  # a path, or a shipped recipe name (`alignkit recipes` lists them)
         args.recipe = str(recipe_path(args.recipe))
@@ -130,7 +172,10 @@ def _train(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction, name: str, help_text: str) -> None:
     p = sub.add_parser(name, help=help_text, description=__doc__.splitlines()[0])
-    p.add_argument("recipe", help="recipe YAML, or a shipped recipe name such as smollm2-135m/fdpo (alignkit recipes)")
+    p.add_argument("recipe", nargs="?", default=None,
+                   help="recipe YAML, or a shipped recipe name such as smollm2-135m/fdpo (alignkit recipes)")
+    p.add_argument("--show-fields", nargs="?", const="fdpo", default=None, metavar="TRAINER",
+                   help="list the recipe fields alignkit adds, with defaults and help, for fdpo (default) or f2c")
     p.add_argument("--accelerate-config", default=None, help="accelerate config (accelerate_configs/*.yaml)")
     p.add_argument("--num-processes", type=int, default=None, help="override the config's process count")
     add_set_argument(p, "override a recipe field, e.g. --set max_steps=5 (VALUE parsed as YAML; 1e-4 is a float); "
