@@ -1,5 +1,6 @@
 """Fault tests with real processes: kill -9 a training run and an evaluation run at a seeded random point, rerun,
-and check the result equals an uninterrupted run's (eval: byte-identical results; training: weights within 1e-5)."""
+and check the result equals an uninterrupted run's (eval: equal results apart from the run's provenance
+block, byte-identical per-item files; training: weights within 1e-5)."""
 
 from __future__ import annotations
 
@@ -88,7 +89,7 @@ def test_training_killed_and_rerun_matches_uninterrupted(tmp_path, tiny_model, r
 # --- evaluation -----------------------------------------------------------------------------------------------
 
 @pytest.mark.slow
-def test_eval_killed_and_rerun_is_byte_identical(tmp_path, tiny_model, reliability_log):
+def test_eval_killed_and_rerun_gives_identical_results(tmp_path, tiny_model, reliability_log):
     items = tmp_path / "items.jsonl"
     items.write_text("".join(json.dumps({"id": f"q{i}", "prompt": f"What is the code of box {i}?",
                                          "reference_true": [f"code {i}"], "reference_false": [f"code {i + 1}"]}) + "\n"
@@ -119,11 +120,20 @@ def test_eval_killed_and_rerun_is_byte_identical(tmp_path, tiny_model, reliabili
     assert not (out / "results.json").exists()
     n_cached_at_kill = cached()
     _run(cmd(out))
-    assert (out / "results.json").read_bytes() == (ref / "results.json").read_bytes()
+    # identical results; only the provenance block (dates, the output-independent run record) may differ
+    def results(d: Path) -> dict:
+        doc = json.loads((d / "results.json").read_text())
+        assert doc.pop("provenance")["date"]
+        return doc
+
+    assert results(out) == results(ref)
+    item_file = Path("items") / "hallucination__tiny.jsonl"
+    assert (out / item_file).read_bytes() == (ref / item_file).read_bytes()
     n_in = sum(1 for raw in items.read_bytes().splitlines() if raw.strip())
     n_out = sum(1 for raw in (out / "items" / "hallucination__tiny.jsonl").read_bytes().splitlines() if raw.strip())
     reliability_log.record("fault", f"evaluation killed (SIGKILL) after {n_kill} cached items",
-                           f"rerun reused {n_cached_at_kill} cached items; results.json byte-identical",
+                           f"rerun reused {n_cached_at_kill} cached items; results equal, per-item file "
+                           "byte-identical",
                            rows_in=n_in, rows_out=n_out)
 
 
