@@ -41,7 +41,8 @@ ISSUE_LIMIT_TOKENS = 78_000  # issue 13: primer once + each question once + ever
 PARTS = ("tqa", "tqa_all", "icl")
 
 # What limits the wall-time gain on a CPU (issue 13 follow-up); appended to each run.
-CPU_READING = """**Reading.** Tokens computed fall to near the distinct-prefix limit and every score equals the unshared one, but
+CPU_READING = """**Reading.** Tokens computed fall to near the distinct-prefix limit and every score equals \
+the unshared one, but
 on a small shared CPU the wall-time gain is far below the token ratio: each shared-prefix forward gathers and
 concatenates KV-cache rows (rows × cached length per layer, plus the grouped-query head expansion), so many small
 forwards over long cached prefixes cost much more per computed token than the unshared path's large padded batches.
