@@ -95,7 +95,7 @@ def test_cli_from_yaml_with_counted_skips(tmp_path):
     assert card["source_pairs"] == len(written) + sum(r["reason"] == "no perturbable span" for r in rejects) == 120
     assert any(r["line"] == 121 and r["field"] == "rejected" for r in rejects)
     assert sum(card["edits_by_kind"].values()) == sum(len(r["changes"]) for r in written)
-    assert cli(args[:-2] + ["--set", "kinds=[teleport]"]) == 1
+    assert cli(args[:-2] + ["--set", "kinds=[teleport]"]) == 2  # a config error (exit-code policy)
 
 
 def test_perturbers_registry_is_complete():
