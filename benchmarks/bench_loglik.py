@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -118,33 +117,14 @@ def run_alignkit_tqa(model: str, data: str, limit: int | None) -> dict[str, Any]
             "mc1": res.metrics["mc1"].value, "mc2": res.metrics["mc2"].value}
 
 
-def lm_eval_task_dir(root: Path, data: str) -> Path:
-    """lm-evaluation-harness's own truthfulqa_mc1/mc2 configs, renamed, pointed at the local JSONL (no hub)."""
-    import lm_eval
-
-    src = Path(lm_eval.__file__).parent / "tasks" / "truthfulqa"
-    d = root / "lm_eval_tasks"
-    d.mkdir()
-    shutil.copy(src / "utils.py", d / "utils.py")
-    mc1 = (src / "truthfulqa_mc1.yaml").read_text()
-    hub = "dataset_path: truthfulqa/truthful_qa\ndataset_name: multiple_choice\n"
-    if hub not in mc1:
-        raise RuntimeError(f"{src / 'truthfulqa_mc1.yaml'} changed shape; update benchmarks/bench_loglik.py")
-    mc1 = mc1.replace(hub, f"dataset_path: json\ndataset_name: null\ndataset_kwargs:\n  data_files:\n"
-                           f"    validation: {data}\n")
-    mc1 = mc1.replace("tag:\n  - truthfulqa\n", "").replace("task: truthfulqa_mc1", "task: local_truthfulqa_mc1")
-    (d / "local_mc1.yaml").write_text(mc1)
-    mc2 = (src / "truthfulqa_mc2.yaml").read_text().replace("include: truthfulqa_mc1.yaml", "include: local_mc1.yaml")
-    (d / "local_mc2.yaml").write_text(mc2.replace("task: truthfulqa_mc2", "task: local_truthfulqa_mc2"))
-    return d
-
-
 def run_lm_eval_tqa(model_dir: str, data: str, limit: int) -> dict[str, Any]:
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
+    from alignkit.evals.lm_eval_format import harness_truthfulqa_tasks
+
     with tempfile.TemporaryDirectory() as tmp:
-        tm = TaskManager(include_path=str(lm_eval_task_dir(Path(tmp), data)), include_defaults=False)
+        tm = TaskManager(include_path=str(harness_truthfulqa_tasks(Path(tmp), data)), include_defaults=False)
         t0 = time.perf_counter()
         out = simple_evaluate(model="hf", model_args=f"pretrained={model_dir},dtype=float32", device="cpu",
                               tasks=["local_truthfulqa_mc1", "local_truthfulqa_mc2"], task_manager=tm, limit=limit,

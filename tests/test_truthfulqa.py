@@ -4,7 +4,6 @@ lm-evaluation-harness itself (its `hf` model and its own truthfulqa task configs
 from __future__ import annotations
 
 import math
-import shutil
 from pathlib import Path
 
 import pytest
@@ -76,38 +75,18 @@ def test_loaders_report_file_line_and_field(tmp_path, shared_data):
     assert len(gen) == 817 and all("I have no comment." in g["true"] and g["false"] for g in gen)
 
 
-def _lm_eval_task_dir(tmp_path: Path, data: Path) -> Path:
-    """The harness's own truthfulqa_mc1/mc2 configs, renamed and pointed at the local JSONL (no hub access)."""
-    import lm_eval
-
-    src = Path(lm_eval.__file__).parent / "tasks" / "truthfulqa"
-    d = tmp_path / "lm_eval_tasks"
-    d.mkdir()
-    shutil.copy(src / "utils.py", d / "utils.py")
-    mc1 = (src / "truthfulqa_mc1.yaml").read_text()
-    hub = "dataset_path: truthfulqa/truthful_qa\ndataset_name: multiple_choice\n"
-    assert hub in mc1, "the harness's truthfulqa_mc1.yaml changed shape; update this test"
-    mc1 = mc1.replace(hub, f"dataset_path: json\ndataset_name: null\ndataset_kwargs:\n  data_files:\n"
-                           f"    validation: {data}\n")
-    mc1 = mc1.replace("tag:\n  - truthfulqa\n", "").replace("task: truthfulqa_mc1", "task: local_truthfulqa_mc1")
-    (d / "local_mc1.yaml").write_text(mc1)
-    mc2 = (src / "truthfulqa_mc2.yaml").read_text()
-    mc2 = mc2.replace("include: truthfulqa_mc1.yaml", "include: local_mc1.yaml")
-    (d / "local_mc2.yaml").write_text(mc2.replace("task: truthfulqa_mc2", "task: local_truthfulqa_mc2"))
-    return d
-
-
 @pytest.mark.slow
 def test_agrees_with_lm_evaluation_harness_per_question(tmp_path, shared_data, tiny_model):
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
+    from alignkit.evals.lm_eval_format import harness_truthfulqa_tasks
     from alignkit.evals.tasks import get_task
     from alignkit.inference.base import ModelSpec
     from alignkit.inference.hf import HFBackend
 
     data = shared_data / "truthfulqa" / "truthful_qa_multiple_choice_validation.jsonl"
-    tm = TaskManager(include_path=str(_lm_eval_task_dir(tmp_path, data)), include_defaults=False)
+    tm = TaskManager(include_path=str(harness_truthfulqa_tasks(tmp_path, data)), include_defaults=False)
     out = simple_evaluate(model="hf", model_args=f"pretrained={tiny_model},dtype=float32", device="cpu",
                           tasks=["local_truthfulqa_mc1", "local_truthfulqa_mc2"], task_manager=tm,
                           limit=N_QUESTIONS, log_samples=True, batch_size=8)

@@ -77,3 +77,29 @@ def write_lm_eval_results(doc: dict[str, Any], out_dir: str | Path) -> list[Path
         atomic_write_json(path, to_lm_eval(doc, label))
         paths.append(path)
     return paths
+
+
+def harness_truthfulqa_tasks(root: Path, data: str | Path) -> Path:
+    """lm-evaluation-harness's own ``truthfulqa_mc1``/``mc2`` task configs, copied under ``root/lm_eval_tasks``,
+    renamed ``local_truthfulqa_mc1``/``mc2`` and pointed at a local JSONL, so the harness scores the same questions
+    as alignkit without the hub. Pass the folder to ``lm_eval.tasks.TaskManager(include_path=...)``. Needs the
+    ``lm_eval`` package (the ``dev`` extra); used by the agreement test and ``benchmarks/bench_loglik.py``."""
+    import shutil
+
+    import lm_eval
+
+    src = Path(lm_eval.__file__).parent / "tasks" / "truthfulqa"
+    d = Path(root) / "lm_eval_tasks"
+    d.mkdir(parents=True)
+    shutil.copy(src / "utils.py", d / "utils.py")
+    mc1 = (src / "truthfulqa_mc1.yaml").read_text()
+    hub = "dataset_path: truthfulqa/truthful_qa\ndataset_name: multiple_choice\n"
+    if hub not in mc1:  # the harness changed its config: rewriting it blindly could score the hub's copy instead
+        raise RuntimeError(f"{src / 'truthfulqa_mc1.yaml'} no longer names {hub!r}; update harness_truthfulqa_tasks")
+    mc1 = mc1.replace(hub, f"dataset_path: json\ndataset_name: null\ndataset_kwargs:\n  data_files:\n"
+                           f"    validation: {data}\n")
+    mc1 = mc1.replace("tag:\n  - truthfulqa\n", "").replace("task: truthfulqa_mc1", "task: local_truthfulqa_mc1")
+    (d / "local_mc1.yaml").write_text(mc1)
+    mc2 = (src / "truthfulqa_mc2.yaml").read_text().replace("include: truthfulqa_mc1.yaml", "include: local_mc1.yaml")
+    (d / "local_mc2.yaml").write_text(mc2.replace("task: truthfulqa_mc2", "task: local_truthfulqa_mc2"))
+    return d
