@@ -1,6 +1,6 @@
-"""Per-rank memory of a 2-process ZeRO-3 run vs 2-process DDP on the same model and data (CPU, gloo).
+"""Per-rank memory of 2-process DDP vs ZeRO-2 vs ZeRO-3 on the same model and data (CPU, gloo).
 
-    python -m benchmarks.bench_distributed --output benchmarks/results [--hidden 512 --layers 4 --steps 4]
+    python -m benchmarks.bench_distributed --output benchmarks/results [--hidden 1024 --layers 16 --steps 3]
 
 Full fine-tuning of a random Llama (so parameters, gradients and Adam state dominate memory), F-DPO loss, the
 repo's accelerate configs. Each rank's peak RSS is sampled from outside (psutil, every 50 ms) so the training code is
@@ -34,8 +34,9 @@ def _pairs(n: int) -> list[dict]:
 def run_one(config: str, model: str, steps: int, work: Path) -> dict:
     import psutil
 
-    from alignkit.trainers.cli import launch_command
+    from alignkit.cli.train import launch_command
 
+    work.mkdir(parents=True, exist_ok=True)
     data = work / "pairs.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in _pairs(16)), encoding="utf-8")
     out = work / f"out-{config.split('.')[0]}"
@@ -66,41 +67,92 @@ def run_one(config: str, model: str, steps: int, work: Path) -> dict:
             "per_rank_peak_rss_mib": [round(r / 2**20, 1) for r in ranks]}
 
 
-def run(out: Path, *, hidden: int = 512, layers: int = 4, steps: int = 4) -> dict:
+def approx_params(vocab: int, hidden: int, layers: int, intermediate: int) -> int:
+    """Parameters of the random Llama (tied embeddings, full-width attention); norms are negligible."""
+    return vocab * hidden + layers * (4 * hidden * hidden + 3 * hidden * intermediate)
+
+
+# Bytes per parameter held by each rank for fp32 weights (4) + gradients (4) + Adam moments (8), N = 2 ranks.
+# DDP replicates all three; ZeRO-2 shards gradients and optimizer state; ZeRO-3 also shards the weights (1/N).
+IDEAL_STATE_BYTES = {"cpu_ddp.yaml": 16.0, "zero2.yaml": 4 + 12 / 2, "zero3.yaml": 16 / 2}
+CONFIGS = {"cpu_ddp.yaml": "DDP", "zero2.yaml": "ZeRO-2", "zero3.yaml": "ZeRO-3"}
+
+
+def check_memory(n_params: int) -> None:
+    """Refuse to start when two DDP ranks might not fit: an out-of-memory kill takes down everything on the machine.
+    DDP needs ~20 bytes per parameter per rank (16 of state + 4 of gradient buckets) plus ~1.5 GiB of runtime."""
+    import psutil
+
+    need = 2 * (20 * n_params + 1.5 * 2**30)
+    avail = psutil.virtual_memory().available
+    if need > 0.8 * avail:
+        raise SystemExit(f"bench_distributed: two DDP ranks of a {n_params / 1e6:.0f}M model need about "
+                         f"{need / 2**30:.1f} GiB, {avail / 2**30:.1f} GiB is available; "
+                         "pass a smaller --hidden/--layers")
+
+
+def run(out: Path, *, hidden: int = 1024, layers: int = 16, steps: int = 3) -> dict:
+    """Each config at the measured size and at a tiny size; the tiny run's peak is the process's own runtime
+    (torch, DeepSpeed, gloo, data), so ``big - tiny`` is the memory the model's state costs each rank."""
     from alignkit.models import build_tiny_llama
 
+    inter = int(hidden * 2.75) // 64 * 64
     model = str(build_tiny_llama(hidden_size=hidden, num_layers=layers, num_heads=hidden // 64,
-                                 intermediate_size=hidden * 4))
-    with tempfile.TemporaryDirectory() as tmp:
-        ddp = run_one("cpu_ddp.yaml", model, steps, Path(tmp))
-        z3 = run_one("zero3.yaml", model, steps, Path(tmp))
+                                 intermediate_size=inter))
+    small = str(build_tiny_llama(hidden_size=64, num_layers=1, num_heads=1, intermediate_size=128))
     from transformers import AutoConfig
 
-    cfg = AutoConfig.from_pretrained(model)
-    n_params = cfg.vocab_size * cfg.hidden_size + layers * (4 * hidden * hidden + 3 * hidden * cfg.intermediate_size)
+    n_params = approx_params(AutoConfig.from_pretrained(model).vocab_size, hidden, layers, inter)
+    check_memory(n_params)
     mean = lambda r: sum(r["per_rank_peak_rss_mib"]) / max(1, len(r["per_rank_peak_rss_mib"]))  # noqa: E731
-    result = {"model": {"hidden": hidden, "layers": layers, "approx_params": n_params}, "steps": steps,
-              "ddp": ddp, "zero3": z3, "zero3_over_ddp_mean_rank_rss": round(mean(z3) / mean(ddp), 3)}
+    rows: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for config in CONFIGS:  # one run at a time: their peaks must not add up on the machine
+            base = run_one(config, small, 1, Path(tmp) / f"small-{config}")
+            big = run_one(config, model, steps, Path(tmp) / f"big-{config}")
+            state = mean(big) - mean(base)
+            rows[config] = {"run": big, "runtime": base, "state_mib": round(state, 1),
+                            "ideal_state_mib": round(IDEAL_STATE_BYTES[config] * n_params / 2**20, 1)}
+    ddp = rows["cpu_ddp.yaml"]
+    for r in rows.values():
+        r["peak_over_ddp"] = round(mean(r["run"]) / mean(ddp["run"]), 3)
+        r["state_over_ddp"] = round(r["state_mib"] / ddp["state_mib"], 3)
+        r["state_over_ideal"] = round(r["state_mib"] / r["ideal_state_mib"], 3)
+        r["state_over_one_over_n"] = round(r["state_mib"] / (16 * n_params / 2 / 2**20), 3)
+    result = {"model": {"hidden": hidden, "layers": layers, "intermediate": inter, "approx_params": n_params},
+              "steps": steps, "runs": rows,
+              "zero3_over_ddp_mean_rank_rss": rows["zero3.yaml"]["peak_over_ddp"],
+              "zero2_over_ddp_mean_rank_rss": rows["zero2.yaml"]["peak_over_ddp"]}
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "bench_distributed.json", result)
     md = [
-        "## Distributed memory: 2-process ZeRO-3 vs DDP (CPU, gloo)",
+        "## Distributed memory: 2-process DDP vs ZeRO-2 vs ZeRO-3 (CPU, gloo)",
         "",
-        f"Random Llama, hidden {hidden}, {layers} layers (~{n_params / 1e6:.0f}M parameters), full fine-tuning, "
-        f"F-DPO, {steps} steps, batch 2 per rank. Peak RSS per rank, sampled every 50 ms.",
+        f"Random Llama, hidden {hidden}, {layers} layers, MLP {inter} (~{n_params / 1e6:.0f}M parameters), full "
+        f"fine-tuning in fp32 with Adam, F-DPO, {steps} steps, batch 2 per rank. Peak RSS per rank, sampled every "
+        "50 ms from outside. *State* = the rank's peak minus the same config's peak on a 1-layer, 64-wide model "
+        "(the runtime's own memory). *Ideal* = bytes per parameter each rank must hold with 2 ranks: DDP 16 "
+        "(weights 4 + gradients 4 + Adam 8), ZeRO-2 10 (gradients and Adam sharded), ZeRO-3 8 (everything sharded, "
+        "1/N of DDP's 16).",
         "",
-        "| run | rank peaks (MiB) | wall (s) |",
-        "|---|---|---|",
-        f"| DDP | {ddp['per_rank_peak_rss_mib']} | {ddp['wall_s']} |",
-        f"| ZeRO-3 | {z3['per_rank_peak_rss_mib']} | {z3['wall_s']} |",
+        "| run | rank peaks (MiB) | runtime peak (MiB) | state (MiB) | ideal state (MiB) | state ÷ ideal | "
+        "peak ÷ DDP | state ÷ DDP state | state ÷ (16 B/param ÷ 2) | wall (s) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for config, name in CONFIGS.items():
+        r = rows[config]
+        md.append(f"| {name} | {r['run']['per_rank_peak_rss_mib']} | {mean(r['runtime']):.0f} | {r['state_mib']:.0f} "
+                  f"| {r['ideal_state_mib']:.0f} | {r['state_over_ideal']} | {r['peak_over_ddp']} | "
+                  f"{r['state_over_ddp']} | {r['state_over_one_over_n']} | {r['run']['wall_s']} |")
+    md += [
         "",
-        f"ZeRO-3 ÷ DDP mean per-rank peak RSS: **{result['zero3_over_ddp_mean_rank_rss']}**.",
+        f"ZeRO-2 ÷ DDP mean per-rank peak: **{result['zero2_over_ddp_mean_rank_rss']}**; "
+        f"ZeRO-3 ÷ DDP: **{result['zero3_over_ddp_mean_rank_rss']}** (ideal state ratios 0.625 and 0.5).",
         "",
-        f"Reading: fp32 weights + gradients + Adam moments are 16 bytes per parameter, "
-        f"{16 * n_params / 2**20:.0f} MiB for this model; sharding over 2 ranks can save at most half of that per "
-        "rank. A ratio above 1 means DeepSpeed's own runtime and ZeRO-3 buffers outweigh that saving at this size; "
-        "the ratio is expected to fall below 1 (not measured here) once the model's states dominate the process "
-        "(pass --hidden/--layers).",
+        "Reading: a state ÷ ideal above 1 is memory a rank holds beyond the weights, gradients and Adam moments it "
+        "must keep: DDP's gradient buckets (a second gradient copy), DeepSpeed's flat fp32 partitions and "
+        "communication buffers, and activations of the batch. The last column is the stage's distance from "
+        "the 1/N limit for all three kinds of state.",
     ]
     atomic_write_text(out / "bench_distributed.md", "\n".join(md) + "\n")
     return result
@@ -109,9 +161,9 @@ def run(out: Path, *, hidden: int = 512, layers: int = 4, steps: int = 4) -> dic
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--output", default="benchmarks/results")
-    ap.add_argument("--hidden", type=int, default=512)
-    ap.add_argument("--layers", type=int, default=4)
-    ap.add_argument("--steps", type=int, default=4)
+    ap.add_argument("--hidden", type=int, default=1024)
+    ap.add_argument("--layers", type=int, default=16)
+    ap.add_argument("--steps", type=int, default=3)
     a = ap.parse_args(argv)
     res = run(Path(a.output), hidden=a.hidden, layers=a.layers, steps=a.steps)
     print(json.dumps(res, indent=2))
