@@ -160,10 +160,18 @@ def _hub_snapshot(repo_id: str) -> Path | None:
 
 def model_identity(backend: Any, model: Any) -> dict[str, Any]:
     """What a cached eval result depends on, besides the task, its config and the item: the backend kind, the base
-    model it loaded (``backend.path``, else ``model.base``) and the LoRA adapter (``model.adapter``), by content."""
-    return {"backend": getattr(backend, "name", type(backend).__name__),
-            "base": source_identity(getattr(backend, "path", None) or model.base),
-            "adapter": source_identity(model.adapter)}
+    model it loaded (``backend.path``, else ``model.base``), the LoRA adapter (``model.adapter``), by content, and
+    the backend's prompt format when it is not the default."""
+    ident = {"backend": getattr(backend, "name", type(backend).__name__),
+             "base": source_identity(getattr(backend, "path", None) or model.base),
+             "adapter": source_identity(model.adapter)}
+    # a suite's chat template / system prompt (alignkit.inference.prompt_format) changes what the model reads; the
+    # default format adds nothing, so caches written before it existed stay valid
+    fmt = getattr(backend, "prompt_format", None)
+    fmt_identity = fmt.identity() if fmt is not None else None
+    if fmt_identity is not None:
+        ident["prompt_format"] = fmt_identity
+    return ident
 
 
 def cache_key(*parts: Any) -> str:

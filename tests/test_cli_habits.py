@@ -86,18 +86,13 @@ def test_eval_writes_lm_eval_layout_and_tensorboard_events(tmp_path, shared_data
 
 
 def test_report_to_a_missing_tracker_is_a_clear_error(tmp_path, monkeypatch):
-    import builtins
+    import sys
 
     from alignkit.evals.tracking import report_results
 
-    real_import = builtins.__import__
-
-    def no_wandb(name, *a, **k):
-        if name == "wandb":
-            raise ImportError("No module named 'wandb'")
-        return real_import(name, *a, **k)
-
-    monkeypatch.setattr(builtins, "__import__", no_wandb)
+    # None in sys.modules makes `import wandb` fail as if it were not installed (wandb is in the dev extra), without
+    # leaving a half-imported wandb behind for later tests the way a failing __import__ hook would
+    monkeypatch.setitem(sys.modules, "wandb", None)
     doc = {"suite": {"name": "s"}, "results": [{"task": "t", "model": "m", "metrics": {"a": {"value": 1.0}}}]}
     with pytest.raises(RuntimeError, match=r"wandb.*not installed.*alignkit\[track\]"):
         report_results(doc, "", tmp_path, ["wandb"])

@@ -74,7 +74,8 @@ def provenance(*, backend: str, backend_options: dict[str, Any], tasks: list[dic
         "git": git_revision(),
         "backend": {"name": backend, "options": dict(sorted(backend_options.items()))},
         "tasks": tasks,
-        "models": [{**{k: v for k, v in m.items() if k != "path"},
-                    "chat_template_sha256": chat_template_hash(m["path"]) if m.get("path") else None}
+        # a model entry that already names its template's hash (a suite's own template, or none) keeps it
+        "models": [{"chat_template_sha256": chat_template_hash(m["path"]) if m.get("path") else None,
+                    **{k: v for k, v in m.items() if k != "path"}}
                    for m in models],
     }

