@@ -1,6 +1,7 @@
 """The shared-prefix scorer equals the unshared computation per request (|Δ logprob| ≤ 1e-4 in fp32, same is_greedy):
-random token prefixes/continuations with empty-prefix, single-token and longest-length cases, TruthfulQA MC items,
-a LoRA adapter through PEFT, and the root segment kept between calls. A tiny random Llama in fp32."""
+random token prefixes/continuations with empty-prefix, single-token and longest-length cases, trees deeper than two
+levels, pack budgets that force many packs (split subtrees, padded batches), sdpa and eager attention, TruthfulQA MC
+items, a LoRA adapter through PEFT, and the root segment kept between calls. A tiny random Llama in fp32."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import random
 
 import pytest
 
-from alignkit.inference.prefix_scorer import PrefixScorer, build_tree, count_unique_positions, prepare
+from alignkit.inference.prefix_scorer import PrefixScorer, count_unique_positions, plan, prepare
 
 TOL = 1e-4
 
@@ -81,13 +82,103 @@ def test_random_prefixes_equal_unshared(tiny, seed):
     assert scorer.stats.tokens_computed < 0.5 * scorer.stats.tokens_unshared
 
 
-def test_small_batches_and_padding_everywhere_equal_unshared(tiny):
+def test_small_packs_and_padding_everywhere_equal_unshared(tiny):
     pairs = random_pairs(2)
     want = reference(tiny, pairs, 2048)
-    for budget in (1, 24, 100):  # one row per forward ... many rows of different widths (pads in the cache)
-        got, scorer = score(tiny, pairs, max_batch_tokens=budget)
+    stats = []
+    # one request per pack ... subtrees split across packs, several packs of different lengths per forward (pads)
+    for pack, batch in ((1, 1), (24, 100), (100, 400), (10_000, 10_000)):
+        got, scorer = score(tiny, pairs, max_pack_tokens=pack, max_batch_tokens=batch)
         assert_same(got, want)
-    assert scorer.stats.tokens_padded > 0
+        stats.append(scorer.stats)
+        if batch > pack:
+            assert scorer.stats.tokens_padded > 0
+    # no root here (some requests share nothing): one request per pack and forward, then packs batched together
+    assert stats[0].forward_calls == len(pairs) > stats[1].forward_calls > stats[2].forward_calls == 1
+    # larger packs share more: the split subtrees carry their ancestors' tokens again
+    computed = [st.tokens_computed for st in stats]
+    assert computed[0] == stats[0].tokens_unshared > computed[2] > computed[3]
+    assert computed[3] == count_unique_positions([r.tokens for r in prepare(pairs, 2048)])
+
+
+def test_key_budget_limits_packs_per_forward(tiny):
+    pairs = random_pairs(2, extras=False)  # a 40-token primer root
+    _, wide = score(tiny, pairs, max_pack_tokens=24, max_batch_tokens=10_000)
+    got, narrow = score(tiny, pairs, max_pack_tokens=24, max_batch_tokens=10_000, max_batch_kv=2 * (40 + 24))
+    assert_same(got, reference(tiny, pairs, 2048))
+    assert narrow.stats.forward_calls > wide.stats.forward_calls
+
+
+def deep_pairs(seed: int, levels: int = 4, fanout: int = 3, vocab: int = 49000) -> list[tuple[list[int], list[int]]]:
+    """A prefix tree ``levels`` deep: every node a random segment, every node a context, random continuations; also
+    continuations that run into a deeper context's tokens (a scored position shared with another request's input)."""
+    rng = random.Random(seed)
+    tok = lambda n: [rng.randrange(1, vocab) for _ in range(n)]  # noqa: E731
+    pairs = []
+
+    def grow(prefix: list[int], depth: int) -> None:
+        pairs.append((prefix, tok(rng.randrange(1, 5))))
+        if depth == levels:
+            return
+        kids = [prefix + tok(rng.randrange(1, 6)) for _ in range(rng.randrange(1, fanout + 1))]
+        pairs.append((prefix, kids[0][len(prefix):] + tok(rng.randrange(0, 3))))  # scores into a child's segment
+        for kid in kids:
+            grow(kid, depth + 1)
+
+    grow(tok(10), 0)
+    rng.shuffle(pairs)
+    return pairs
+
+
+@pytest.mark.parametrize("pack", [10_000, 7])
+def test_deep_tree_equals_unshared(tiny, pack):
+    pairs = deep_pairs(5)
+    got, scorer = score(tiny, pairs, max_pack_tokens=pack)
+    assert_same(got, reference(tiny, pairs, 2048))
+    if pack == 10_000:  # one pack: every distinct input prefix computed exactly once
+        inputs = [r.tokens for r in prepare(pairs, 2048)]
+        assert scorer.stats.tokens_computed == count_unique_positions(inputs)
+        assert scorer.stats.forward_calls == 2  # the root, then the one pack
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_random_trees_equal_unshared(tiny, seed):
+    """Random requests drawn from a small alphabet (many shared prefixes of every length, duplicates, requests that
+    are prefixes of others), random budgets."""
+    rng = random.Random(100 + seed)
+    pairs = [([rng.randrange(1, 4) for _ in range(rng.randrange(1, 12))],
+              [rng.randrange(1, 4) for _ in range(rng.randrange(1, 5))]) for _ in range(40)]
+    pack, batch = rng.randrange(1, 60), rng.randrange(1, 200)
+    got, _ = score(tiny, pairs, max_length=12, max_pack_tokens=pack, max_batch_tokens=batch)
+    assert_same(got, reference(tiny, pairs, 12))
+
+
+def test_eager_attention_equals_unshared(tiny_model):
+    """Eager attention adds the mask to the scores: the tree mask must be additive there too."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32, attn_implementation="eager").eval()
+    assert model.config._attn_implementation == "eager"
+    pairs = deep_pairs(6)
+    got, _ = score(model, pairs, max_pack_tokens=20, max_batch_tokens=60)
+    assert_same(got, reference(model, pairs, 2048))
+
+
+def test_packs_hold_whole_subtrees_when_they_fit():
+    """Two questions of 3 choices below a shared primer; a budget of one question's subtree puts each in its own
+    pack (the question's tokens once per pack), a smaller one splits a question and repeats its tokens."""
+    primer = list(range(100, 140))
+    pairs = [(primer + [1, 2, 3], [50 + c, 7]) for c in range(3)] + [(primer + [4, 5], [60 + c, 8]) for c in range(3)]
+    root_len, packs = plan(prepare(pairs, 2048), max_pack_tokens=9)
+    assert root_len == 40
+    # question 1: [1, 2, 3] + three choices of 1 input token = 6 positions; question 2: [4, 5] + 3 = 5
+    assert [len(p.tokens) for p in packs] == [6, 5]
+    assert [sorted(r.index for r, _, _ in p.paths) for p in packs] == [[0, 1, 2], [3, 4, 5]]
+    assert packs[0].positions == [40, 41, 42, 43, 43, 43]  # the three choices sit at the same depth
+    _, packs = plan(prepare(pairs, 2048), max_pack_tokens=4)
+    # [1,2,3,a] [1,2,3,b] [1,2,3,c] [4,5,d,e] [4,5,f]: each part of a split question carries the question again
+    assert [len(p.tokens) for p in packs] == [4, 4, 4, 4, 3]
 
 
 def test_nothing_shared_equals_unshared(tiny):
@@ -122,15 +213,18 @@ def test_empty_continuation_and_empty_context_tokens():
         prepare([([1], [2]), ([], [3])], 16)
 
 
-def test_tree_shares_the_primer_then_each_question():
+def test_root_is_the_shared_prefix_up_to_the_first_scored_position():
     primer = list(range(100, 140))
     pairs = [(primer + [1, 2, 3], [50 + c]) for c in range(4)] + [(primer + [4, 5], [60 + c, 61]) for c in range(3)]
-    root = build_tree(prepare(pairs, 2048), 0, min_shared_tokens=2)
-    assert (root.lo, root.hi) == (0, 40) and not root.leaves  # the primer
-    assert sorted((c.lo, c.hi, len(c.leaves)) for c in root.children) == [(40, 41, 3), (40, 42, 4)]
-    # the last context token is each request's first scored position, so it stays in the request's own suffix;
-    # the lower bound counts each distinct input prefix once: primer, [1, 2, 3], [4, 5], three [60 + c]
-    assert count_unique_positions([r.tokens for r in prepare(pairs, 2048)]) == 40 + 3 + 2 + 3
+    root_len, packs = plan(prepare(pairs, 2048), max_pack_tokens=2048)
+    assert root_len == 40 and len(packs) == 1  # the primer; then one pack holds every distinct position once
+    # the last context token is each request's first scored position; the lower bound counts each distinct input
+    # prefix once: primer, [1, 2, 3], [4, 5], three [60 + c]
+    unique = count_unique_positions([r.tokens for r in prepare(pairs, 2048)])
+    assert unique == 40 + 3 + 2 + 3 == root_len + len(packs[0].tokens)
+    # a request whose whole input is a prefix of the others' stops the root at its first scored position
+    root_len, _ = plan(prepare([(primer[:10], [7]), (primer, [8])], 2048), max_pack_tokens=2048)
+    assert root_len == 9
 
 
 def test_root_is_kept_between_calls_and_not_reused_for_another_key(tiny):

@@ -7,30 +7,36 @@ own (lm-evaluation-harness, and alignkit's unshared path) recomputes those prefi
 
 How it works, on token ids (the requests are encoded exactly as the unshared path encodes them):
 
-1. **Plan.** The model inputs (context + continuation minus its last token, left-truncated to ``max_length``) form a
-   radix tree: a node is a token segment shared by every request below it. A segment stops at the first scored
-   position of its requests (the last context token, whose logits predict the first continuation token), so every
-   scored position is computed in a request's own suffix. A node is kept only where sharing it saves at least
-   ``min_shared_tokens`` token computations; otherwise its tokens go into its children's segments.
-2. **Run.** Level by level, depth first: the children of a batch of nodes are run together, each row continuing its
-   parent's KV cache (``transformers.DynamicCache`` rows gathered along the batch), segments right-padded, with an
-   explicit attention mask (pad keys masked) and explicit position ids (a row's positions continue from its parent's
-   real length, not from the padded cache length). Leaves (the requests' suffixes) are scored the same way against
-   their parent's cache; only their scored positions go through ``log_softmax``.
-3. **Across calls.** The root segment (e.g. the TruthfulQA primer) is kept between calls for the same model and
-   adapter, so a task that scores 8 questions per call computes the primer once, not once per call.
+1. **Root.** The model input of a request is (context + continuation minus its last token), left-truncated to
+   ``max_length``. The longest prefix shared by every request of a call (stopping at the first scored position) is
+   the root segment. Its KV cache (batch 1) is kept between calls for the same model and adapter, so a task that scores
+   8 questions per call computes the TruthfulQA primer once, not once per call; a call whose root extends the kept one
+   computes only the extension. The kept tensors are never written: each forward gets a fresh ``DynamicCache`` over
+   them (``DynamicLayer.update`` concatenates into new tensors).
+2. **Tree packing.** Below the root, the requests (sorted by token ids) form a prefix tree of positions: a position
+   is shared by every request with the same tokens up to it, and its hidden state is the same for all of them (causal
+   attention), whether or not it is scored for one. Whole subtrees are packed into sequences of at most
+   ``max_pack_tokens`` positions (a subtree too large for one pack is split into its children, each carrying its
+   ancestors' tokens again; one request longer than a pack gets a pack of its own). In a pack a token attends to the
+   root, its ancestors in the tree and itself (an explicit 4D additive mask, which transformers passes to the
+   attention unchanged), and its position id is its depth (its index in its own request's input), so it computes
+   exactly what it computes in that request alone. Packs are batched along dim 0, right-padded, up to
+   ``max_batch_tokens`` positions per forward.
+3. **Logits only where scored.** The decoder returns hidden states; the output head (``lm_head``) runs only on the
+   scored positions, upcast to float32 before the log-softmax, so bf16 on CUDA loses nothing there.
 
 Results equal the unshared computation up to float rounding (|Δ logprob| ≤ 1e-4 in fp32, tested in
-tests/test_prefix_scorer.py); ``is_greedy`` compares the argmax of the same logits. LoRA adapters work unchanged
-(they live inside the linear layers; the caller activates one through PEFT). Logits are upcast to float32 before
-``log_softmax`` so bf16 on CUDA loses nothing there. Models with sliding-window or recurrent layers are not
-supported (their caches are not plain per-layer key/value tensors); the HF backend's unshared path serves them.
+tests/test_prefix_scorer.py, with the sdpa and eager attention); ``is_greedy`` compares the argmax of the same logits.
+LoRA adapters work unchanged (PEFT injects them into the linear layers of the base model, which is what runs; the
+caller activates one). Needs a decoder whose layers all use full causal attention with position ids (Llama and kin):
+models with sliding-window or recurrent layers, or a head that rescales logits, are refused with an error (the HF
+backend's unshared path, ``prefix_sharing=False``, serves them).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Hashable, Iterator, Sequence
+from typing import Any, Hashable, Sequence
 
 from alignkit.inference.base import LoglikResult
 
@@ -44,7 +50,7 @@ class ScoreStats:
     tokens_computed: int = 0  # real (non-pad) positions run through the model
     tokens_padded: int = 0  # pad positions run beside them
     tokens_unshared: int = 0  # positions scoring every request on its own would run (sum of input lengths)
-    root_reused: int = 0  # calls whose root segment came from the previous call's cache
+    root_reused: int = 0  # calls whose root segment came (at least in part) from the previous call's cache
 
     def as_dict(self) -> dict[str, int]:
         return dict(self.__dict__)
@@ -59,23 +65,14 @@ class _Req:
 
 
 @dataclass
-class _Node:
-    lo: int  # this node's segment is tokens[lo:hi] of any request below it (they all agree there)
-    hi: int
-    rep: list[int]  # tokens of one request below it
-    size: int = 0  # requests below it
-    leaves: list[_Req] = field(default_factory=list)  # requests whose own suffix tokens[hi:] is scored here
-    children: list["_Node"] = field(default_factory=list)
+class _Pack:
+    """One packed sequence below the root: ``tokens[i]`` has position id ``positions[i]``; ``paths`` holds each
+    request with the pack indices of its positions root_len .. len(tokens) - 1 and how many of them an earlier
+    request of the pack added."""
 
-
-@dataclass
-class _State:
-    """KV cache rows: ``kv`` per layer (keys, values) [rows, heads, T, dim]; ``mask`` [rows, T] (0 = pad key);
-    ``pos`` [rows] = real tokens so far (the next position id)."""
-
-    kv: list[tuple[Any, Any]]
-    mask: Any
-    pos: Any
+    tokens: list[int] = field(default_factory=list)
+    positions: list[int] = field(default_factory=list)
+    paths: list[tuple[_Req, list[int], int]] = field(default_factory=list)
 
 
 def prepare(pairs: Sequence[tuple[list[int], list[int]]], max_length: int) -> list[_Req]:
@@ -94,70 +91,107 @@ def prepare(pairs: Sequence[tuple[list[int], list[int]]], max_length: int) -> li
     return reqs
 
 
-def build_tree(reqs: list[_Req], lo: int, min_shared_tokens: int) -> _Node:
-    """The radix tree of ``reqs`` below position ``lo`` (all agree on tokens[:lo] and start at or after it)."""
-    limit = min(r.start for r in reqs)
-    first = reqs[0].tokens
-    hi = lo
-    while hi < limit and all(r.tokens[hi] == first[hi] for r in reqs):
-        hi += 1
-    node = _Node(lo, hi, first, size=len(reqs))
-    groups: dict[int, list[_Req]] = {}
-    for r in reqs:
-        if r.start == hi:
-            node.leaves.append(r)
-        else:
-            groups.setdefault(r.tokens[hi], []).append(r)
-    for grp in groups.values():
-        if len(grp) == 1:
-            node.leaves.append(grp[0])
-            continue
-        child = build_tree(grp, hi, min_shared_tokens)
-        if (child.size - 1) * (child.hi - child.lo) >= min_shared_tokens:
-            node.children.append(child)
-        else:
-            # not worth a level of its own: its leaves continue from this node, its children's segments grow
-            node.leaves.extend(child.leaves)
-            for grand in child.children:
-                grand.lo = hi
-            node.children.extend(child.children)
-    return node
+def _lcp(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
 
 
 def count_unique_positions(token_lists: Sequence[Sequence[int]]) -> int:
     """Distinct non-empty prefixes among the inputs = the fewest positions any prefix-sharing scorer can compute."""
     seqs = sorted({tuple(t) for t in token_lists})
-    total, prev = 0, ()
-    for s in seqs:
-        common = 0
-        for a, b in zip(prev, s):
-            if a != b:
-                break
-            common += 1
-        total += len(s) - common
-        prev = s
-    return total
+    return sum(len(s) - _lcp(p, s) for p, s in zip([()] + seqs[:-1], seqs))
+
+
+def plan(reqs: list[_Req], max_pack_tokens: int) -> tuple[int, list[_Pack]]:
+    """The root length and the packs of ``reqs`` (non-empty; each with a non-empty continuation)."""
+    reqs = sorted(reqs, key=lambda r: r.tokens)
+    # sorted order: a request's longest common prefix with any earlier one is its common prefix with its predecessor,
+    # and every subtree of the prefix tree is a contiguous run
+    root_len = min(_lcp(reqs[0].tokens, reqs[-1].tokens), min(r.start for r in reqs))
+    shared = [root_len] + [max(root_len, _lcp(a.tokens, b.tokens)) for a, b in zip(reqs, reqs[1:])]
+    packs: list[_Pack] = []
+    prev_path: list[int] = []
+
+    def add(i: int, fresh: bool) -> None:
+        nonlocal prev_path
+        r = reqs[i]
+        s = root_len if fresh else shared[i]
+        if fresh:
+            packs.append(_Pack())
+        pack = packs[-1]
+        kept = prev_path[:s - root_len]  # the ancestors already in this pack
+        path = kept + list(range(len(pack.tokens), len(pack.tokens) + len(r.tokens) - s))
+        pack.tokens += r.tokens[s:]
+        pack.positions += range(s, len(r.tokens))
+        pack.paths.append((r, path, len(kept)))
+        prev_path = path
+
+    def cost(lo: int, hi: int, fresh: bool) -> int:
+        """New pack positions for reqs[lo:hi] appended to the current pack (``fresh``: to a new pack)."""
+        first = root_len if fresh else shared[lo]
+        return len(reqs[lo].tokens) - first + sum(len(reqs[i].tokens) - shared[i] for i in range(lo + 1, hi))
+
+    def place(lo: int, hi: int) -> None:
+        """Place the subtree reqs[lo:hi]: whole in the current pack, else whole in a new one, else split."""
+        used = len(packs[-1].tokens) if packs else None
+        if used is not None and used + cost(lo, hi, False) <= max_pack_tokens:
+            for i in range(lo, hi):
+                add(i, fresh=False)
+            return
+        if hi - lo == 1 or cost(lo, hi, True) <= max_pack_tokens:
+            add(lo, fresh=True)
+            for i in range(lo + 1, hi):
+                add(i, fresh=False)
+            return
+        depth = min(shared[lo + 1:hi])  # the children of this subtree start where it first branches
+        cuts = [lo] + [i for i in range(lo + 1, hi) if shared[i] == depth] + [hi]
+        for a, b in zip(cuts, cuts[1:]):
+            place(a, b)
+
+    place(0, len(reqs))
+    return root_len, packs
+
+
+def _check_model(config: Any) -> None:
+    """Refuse models whose computation the tree mask or the bare output head would change."""
+    config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    kinds = set(getattr(config, "layer_types", None) or ["full_attention"])
+    windowed = getattr(config, "sliding_window", None) and getattr(config, "use_sliding_window", True)
+    if kinds != {"full_attention"} or windowed:
+        raise ValueError(f"the shared-prefix scorer needs full causal attention in every layer; this model has "
+                         f"layer types {sorted(kinds)}, sliding_window={getattr(config, 'sliding_window', None)}; "
+                         "score with prefix_sharing=False")
+    for name in ("final_logit_softcapping", "logit_scale", "logits_scaling"):
+        if getattr(config, name, None) not in (None, 1, 1.0):
+            raise ValueError(f"the shared-prefix scorer applies the bare output head, but this model's {name} = "
+                             f"{getattr(config, name)} changes the logits; score with prefix_sharing=False")
 
 
 class PrefixScorer:
     """Scores token-id (context, continuation) pairs with a Hugging Face causal LM, sharing prefixes.
 
-    ``max_batch_tokens`` bounds the padded new positions of one forward (rows × segment width; the logits memory);
-    ``max_batch_kv`` bounds rows × (cached + new) positions (the gathered KV cache memory). A forward always takes at
-    least one row."""
+    ``max_pack_tokens`` bounds the positions of one packed sequence (attention in a pack costs its length × (root +
+    its length), most of it masked, so packs are kept short); ``max_batch_tokens`` bounds the padded positions of one
+    forward (packs × longest pack); ``max_batch_kv`` bounds packs × (root + longest pack), the keys of one forward
+    (the root's cache is copied for every pack). A forward always takes at least one pack."""
 
     def __init__(self, *, pad_id: int, max_length: int, max_batch_tokens: int = 2048, max_batch_kv: int = 32768,
-                 min_shared_tokens: int = 8, keep_root: bool = True) -> None:
-        if max_batch_tokens < 1 or max_batch_kv < 1:
-            raise ValueError("max_batch_tokens and max_batch_kv must be >= 1")
+                 max_pack_tokens: int = 512, keep_root: bool = True, logits_chunk: int = 1024) -> None:
+        if min(max_batch_tokens, max_batch_kv, max_pack_tokens, logits_chunk) < 1:
+            raise ValueError("max_batch_tokens, max_batch_kv, max_pack_tokens and logits_chunk must be >= 1")
         self.pad_id = pad_id
         self.max_length = max_length
         self.max_batch_tokens = max_batch_tokens
         self.max_batch_kv = max_batch_kv
-        self.min_shared_tokens = min_shared_tokens
+        self.max_pack_tokens = max_pack_tokens
         self.keep_root = keep_root
+        self.logits_chunk = logits_chunk  # scored positions per lm_head call (bounds the vocab-wide logits memory)
         self.stats = ScoreStats()
-        self._root: tuple[Hashable, tuple[int, ...], _State] | None = None
+        self._root: tuple[Hashable, tuple[int, ...], list[tuple[Any, Any]]] | None = None
 
     def forget(self) -> None:
         """Drop the root segment kept from the last call (call when the model's weights change)."""
@@ -178,108 +212,116 @@ class PrefixScorer:
             else:  # an empty continuation: probability 1, trivially greedy (as the unshared path sums nothing)
                 results[r.index] = LoglikResult(logprob=0.0, is_greedy=True, n_tokens=0)
         if scored:
-            root = build_tree(scored, 0, self.min_shared_tokens)
-            device = next(model.parameters()).device
-            state = self._root_state(model, root, root_key, device) if root.hi > 0 else None
-            self._process(model, state, [root], results, device)
+            # a PEFT model's LoRA layers live inside its base model, which is what we call (adapter state included)
+            base = model.get_base_model() if hasattr(model, "get_base_model") else model
+            _check_model(base.config)
+            decoder, head = base.get_decoder(), base.get_output_embeddings()
+            root_len, packs = plan(scored, self.max_pack_tokens)
+            root_kv = self._root_kv(decoder, tuple(scored[0].tokens[:root_len]), root_key) if root_len else None
+            for group in self._batches(packs, root_len):
+                self._score_packs(decoder, head, root_kv, root_len, group, results)
         return [r for r in results if r is not None]
 
-    # -- execution --------------------------------------------------------------------------------------------------
-    def _root_state(self, model: Any, root: _Node, key: Hashable, device: Any) -> _State:
-        tokens = tuple(root.rep[:root.hi])
-        kept = self._root
-        if kept is not None and kept[0] == key and len(kept[1]) <= len(tokens) and tokens[:len(kept[1])] == kept[1]:
-            self.stats.root_reused += 1
-            if len(kept[1]) == len(tokens):
-                return kept[2]
-            state, _ = self._forward(model, kept[2], [0], [list(tokens[len(kept[1]):])], device, keep_state=True)
-            return state
-        state, _ = self._forward(model, None, [0], [list(tokens)], device, keep_state=True)
-        if self.keep_root:
-            self._root = (key, tokens, state)
-        return state
+    def _batches(self, packs: list[_Pack], root_len: int) -> list[list[_Pack]]:
+        groups: list[list[_Pack]] = []
+        width = 0
+        for p in packs:
+            w = max(width, len(p.tokens))
+            rows = len(groups[-1]) + 1 if groups else 1
+            if groups and rows * w <= self.max_batch_tokens and rows * (root_len + w) <= self.max_batch_kv:
+                groups[-1].append(p)
+                width = w
+            else:
+                groups.append([p])
+                width = len(p.tokens)
+        return groups
 
-    def _process(self, model: Any, state: _State | None, nodes: list[_Node], results: list, device: Any) -> None:
-        """Score the leaves of ``nodes`` and recurse into their children; row i of ``state`` is nodes[i]'s cache
-        (``state`` None: nothing cached, positions start at 0)."""
+    # -- execution --------------------------------------------------------------------------------------------------
+    def _root_kv(self, decoder: Any, tokens: tuple[int, ...], key: Hashable) -> list[tuple[Any, Any]]:
+        """The root's per-layer (keys, values) [1, heads, len, dim], from the kept root where it matches."""
         import torch
 
-        past_len = 0 if state is None else int(state.mask.shape[1])
-        leaves = sorted(((row, r) for row, n in enumerate(nodes) for r in n.leaves),
-                        key=lambda x: -(len(x[1].tokens) - nodes[x[0]].hi))
-        for chunk in self._chunks(leaves, lambda x: len(x[1].tokens) - nodes[x[0]].hi, past_len):
-            segs = [r.tokens[nodes[row].hi:] for row, r in chunk]
-            _, logits = self._forward(model, state, [row for row, _ in chunk], segs, device, keep_state=False)
-            rows, cols, targets, spans = [], [], [], []
-            for b, (row, r) in enumerate(chunk):
-                first = r.start - nodes[row].hi  # the suffix offset of the first scored position
-                n = len(r.targets)
-                rows += [b] * n
-                cols += range(first, first + n)
+        kept = self._root
+        reuse = _lcp(kept[1], tokens) if kept is not None and kept[0] == key else 0
+        if reuse:
+            self.stats.root_reused += 1
+            past = [(k[:, :, :reuse], v[:, :, :reuse]) for k, v in kept[2]]  # views; never written
+            if reuse == len(tokens):
+                return past
+        else:
+            past = None
+        n = len(tokens) - reuse
+        allowed = torch.ones(1, n, n, dtype=torch.bool).tril()
+        _, cache = self._forward(decoder, past, [list(tokens[reuse:])], [list(range(reuse, len(tokens)))], allowed,
+                                 keep_cache=True)
+        kv = [(layer.keys, layer.values) for layer in cache.layers]
+        if self.keep_root:
+            self._root = (key, tokens, kv)
+        return kv
+
+    def _score_packs(self, decoder: Any, head: Any, root_kv: list | None, root_len: int, packs: list[_Pack],
+                     results: list) -> None:
+        import torch
+
+        width = max(len(p.tokens) for p in packs)
+        allowed = torch.zeros(len(packs), width, width, dtype=torch.bool)
+        rows, cols, targets, spans = [], [], [], []
+        for b, pack in enumerate(packs):
+            for r, path, own in pack.paths:
+                # the positions this request added to the pack (path[own:]) see their ancestors on the path and
+                # themselves; the positions before ``own`` were added, with the same rows, by an earlier request
+                idx = torch.tensor(path)
+                tri = torch.ones(len(path), len(path), dtype=torch.bool).tril()
+                allowed[b][idx[own:, None], idx[None, :]] = tri[own:]
+                scored = path[r.start - root_len:]
+                rows += [b] * len(scored)
+                cols += scored
                 targets += r.targets
-                spans.append(n)
-            picked = logits[torch.tensor(rows, device=device), torch.tensor(cols, device=device)].float()
-            target = torch.tensor(targets, device=device)
-            lp = torch.log_softmax(picked, dim=-1).gather(-1, target[:, None]).squeeze(-1)
-            hit = picked.argmax(-1) == target
-            for (_, r), lps, hits in zip(chunk, lp.split(spans), hit.split(spans)):
-                results[r.index] = LoglikResult(logprob=float(lps.sum().item()), is_greedy=bool(hits.all().item()),
-                                                n_tokens=len(r.targets))
-        children = [(row, c) for row, n in enumerate(nodes) for c in n.children]
-        children.sort(key=lambda x: -(x[1].hi - x[1].lo))
-        for chunk in self._chunks(children, lambda x: x[1].hi - x[1].lo, past_len):
-            segs = [c.rep[c.lo:c.hi] for _, c in chunk]
-            new_state, _ = self._forward(model, state, [row for row, _ in chunk], segs, device, keep_state=True)
-            self._process(model, new_state, [c for _, c in chunk], results, device)
+                spans.append((r, len(scored)))
+        hidden, _ = self._forward(decoder, root_kv, [p.tokens for p in packs], [p.positions for p in packs],
+                                  allowed, keep_cache=False)
+        picked = hidden[torch.tensor(rows, device=hidden.device), torch.tensor(cols, device=hidden.device)]
+        target = torch.tensor(targets, device=hidden.device)
+        lps, hits = [], []
+        for lo in range(0, len(targets), self.logits_chunk):
+            logits = head(picked[lo:lo + self.logits_chunk]).float()
+            t = target[lo:lo + self.logits_chunk]
+            lps.append(logits.gather(-1, t[:, None]).squeeze(-1) - torch.logsumexp(logits, dim=-1))
+            hits.append(logits.argmax(-1) == t)
+        for (r, n), lp, hit in zip(spans, torch.cat(lps).split([n for _, n in spans]),
+                                   torch.cat(hits).split([n for _, n in spans])):
+            results[r.index] = LoglikResult(logprob=float(lp.sum().item()), is_greedy=bool(hit.all().item()),
+                                            n_tokens=n)
 
-    def _chunks(self, items: list, width_of: Any, past_len: int) -> Iterator[list]:
-        """Consecutive runs of ``items`` (sorted by width, widest first) within the batch budgets. A run also ends
-        where padding would pass a quarter of its positions: pad positions cost as much as real ones."""
-        chunk: list = []
-        width = real = 0
-        for it in items:
-            w = max(width, width_of(it))
-            rows = len(chunk) + 1
-            padded = rows * w - (real + width_of(it))
-            if chunk and (rows * w > self.max_batch_tokens or rows * (past_len + w) > self.max_batch_kv
-                          or (padded > rows * w // 4 and padded >= 16)):
-                yield chunk
-                chunk, w, real = [], width_of(it), 0
-            chunk.append(it)
-            width = w
-            real += width_of(it)
-        if chunk:
-            yield chunk
-
-    def _forward(self, model: Any, state: _State | None, rows: list[int], segs: list[list[int]], device: Any, *,
-                 keep_state: bool) -> tuple[_State | None, Any]:
-        """Run ``segs`` (row b continues ``state`` row ``rows[b]``). Returns the new cache rows when ``keep_state``
-        (the logits of the last position only are computed then), else the logits of every new position."""
+    def _forward(self, decoder: Any, past: list | None, segs: list[list[int]], positions: list[list[int]],
+                 allowed: Any, *, keep_cache: bool) -> tuple[Any, Any]:
+        """Run right-padded ``segs`` after the cached ``past`` (batch 1, expanded to every row). ``allowed`` [b, w, w]
+        says which new positions each new position sees (every row also sees all of ``past``). Returns the final
+        hidden states [b, w, hidden] and the cache (``keep_cache``)."""
         import torch
         from transformers import DynamicCache
 
-        width = max(len(s) for s in segs)
+        embed = decoder.get_input_embeddings().weight
+        device, dtype = embed.device, embed.dtype
+        b, width = len(segs), max(len(s) for s in segs)
+        past_len = 0 if past is None else int(past[0][0].shape[2])
         ids = torch.tensor([s + [self.pad_id] * (width - len(s)) for s in segs], device=device)
-        seg_mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in segs], device=device)
-        lens = seg_mask.sum(1)
-        steps = torch.arange(width, device=device)[None, :]
-        if state is None:
-            past, mask, start = None, seg_mask, torch.zeros(len(segs), dtype=torch.long, device=device)
-        else:
-            idx = torch.tensor(rows, device=device)
-            past = DynamicCache(ddp_cache_data=[(k.index_select(0, idx), v.index_select(0, idx))
-                                                for k, v in state.kv])
-            mask = torch.cat([state.mask.index_select(0, idx), seg_mask], dim=1)
-            start = state.pos.index_select(0, idx)
-        # positions continue from each row's real length: the padded cache length would shift a row's RoPE phases
-        out = model(input_ids=ids, attention_mask=mask, position_ids=start[:, None] + steps, past_key_values=past,
-                    use_cache=keep_state, logits_to_keep=1 if keep_state else 0)
+        pos = torch.tensor([p + [past_len] * (width - len(p)) for p in positions], device=device)
+        see = torch.ones(b, width, past_len + width, dtype=torch.bool)
+        see[:, :, past_len:] = allowed
+        see[:, :, past_len:] |= torch.eye(width, dtype=torch.bool)  # a pad query sees itself: no empty softmax row
+        # additive float mask: eager attention adds it to the scores; sdpa takes it as is (a bool would be wrong there)
+        mask = torch.zeros(b, 1, width, past_len + width, dtype=dtype, device=device)
+        mask.masked_fill_(~see[:, None].to(device), torch.finfo(dtype).min)
+        cache = None
+        if past is not None:  # a fresh cache over the kept tensors: update() concatenates into new tensors
+            cache = DynamicCache(ddp_cache_data=[(k.expand(b, -1, -1, -1), v.expand(b, -1, -1, -1)) for k, v in past])
+        elif keep_cache:
+            cache = DynamicCache()
+        out = decoder(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
+                      use_cache=cache is not None)
+        real = sum(len(s) for s in segs)
         self.stats.forward_calls += 1
-        n_real = int(lens.sum().item())
-        self.stats.tokens_computed += n_real
-        self.stats.tokens_padded += len(segs) * width - n_real
-        if not keep_state:
-            return None, out.logits
-        cache = out.past_key_values
-        kv = [(layer.keys, layer.values) for layer in cache.layers]
-        return _State(kv=kv, mask=mask, pos=start + lens), None
+        self.stats.tokens_computed += real
+        self.stats.tokens_padded += b * width - real
+        return out.last_hidden_state, cache
