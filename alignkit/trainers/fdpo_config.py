@@ -40,6 +40,17 @@ def training_problems(v: Mapping[str, Any]) -> list[tuple[str, str]]:
         out.append(("max_steps", f"must be > 0 (or -1 to train `num_train_epochs` epochs), got {steps}"))
     elif steps == -1 and v.get("num_train_epochs") is not None and not v["num_train_epochs"] > 0:
         out.append(("num_train_epochs", f"must be > 0 when max_steps is -1, got {v['num_train_epochs']}"))
+    if v.get("push_to_hub"):  # the repo id, checked before launch rather than at the push after training
+        from pathlib import Path
+
+        from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+        key = "hub_model_id" if v.get("hub_model_id") else "output_dir"
+        repo = v.get("hub_model_id") or Path(v.get("output_dir") or ".").absolute().name
+        try:
+            validate_repo_id(repo)
+        except HFValidationError as exc:
+            out.append((key, f"push_to_hub: {repo!r} is not a hub repo id (set hub_model_id: user/name): {exc}"))
     return out
 
 

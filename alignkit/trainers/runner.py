@@ -2,7 +2,8 @@
 
 Output folder, the same for every trainer: the model or LoRA adapter (+ tokenizer), ``alignkit_config.yaml`` (the
 resolved recipe) and ``metrics.json`` (train metrics, per-step log history, data counts, resume point, peak memory and
-the trainer's own keys; the layout is listed in :func:`run_training`).
+the trainer's own keys; the layout is listed in :func:`run_training`). With ``push_to_hub`` the folder is pushed
+last, once those files exist (:mod:`alignkit.trainers.hub_push`).
 
 Resume: every checkpoint stores a fingerprint of the resolved config (minus :data:`RESUME_SAFE_FIELDS`, plus a hash
 of the training rows) in its ``trainer_state.json``. A rerun resumes from the newest complete checkpoint only when
@@ -309,6 +310,10 @@ def run_training(script_args: Any, training_args: Any, model_args: Any, callback
     fp_config = fingerprint_config(resolved_config(script_args, training_args, model_args), rows_fp)
     checkpoint = _resume_point(script_args, training_args, fp_config, out_dir, main)
     callbacks = [*(callbacks or []), fingerprint_callback(fp_config)]
+    if training_args.push_to_hub and main:
+        from alignkit.trainers.hub_push import prepare_repo
+
+        prepare_repo(training_args)  # no token / no network: one line now, not after training
 
     model_path = resolve_model(model_args.model_name_or_path)
     if f2c:
@@ -350,7 +355,10 @@ def run_training(script_args: Any, training_args: Any, model_args: Any, callback
             quantization_config=get_quantization_config(model_args), callbacks=callbacks)
 
     result = trainer.train(resume_from_checkpoint=checkpoint)
-    trainer.save_model(str(out_dir))  # adapter under PEFT; gathered full weights under ZeRO-3
+    from alignkit.trainers.hub_push import trainer_push_off
+
+    with trainer_push_off(trainer):  # push_to_hub: alignkit pushes below, once its own files are written
+        trainer.save_model(str(out_dir))  # adapter under PEFT; gathered full weights under ZeRO-3
 
     metrics: dict[str, Any] = {
         "train": result.metrics,
@@ -388,7 +396,12 @@ def run_training(script_args: Any, training_args: Any, model_args: Any, callback
         atomic_write_text(out_dir / "alignkit_config.yaml", yaml.safe_dump(config, sort_keys=True))
         atomic_write_json(out_dir / "metrics.json", metrics)
     trainer.accelerator.wait_for_everyone()
-    return {**metrics, "output_dir": str(out_dir.resolve())}
+    hub = {}
+    if training_args.push_to_hub and trainer.accelerator.is_main_process:
+        from alignkit.trainers.hub_push import push_run
+
+        hub["hub_repo_id"] = push_run(training_args, config, metrics)  # after every file above exists
+    return {**metrics, **hub, "output_dir": str(out_dir.resolve())}
 
 
 def _preference_data(script_args: Any, training_args: Any, out_dir: Path, main: bool):
