@@ -195,7 +195,7 @@ def test_no_token_is_one_line_naming_the_fix_and_the_files_stay(tmp_path, monkey
     err = capsys.readouterr().err
     assert code == 1 and (out / "train.jsonl").is_file()
     assert err.count("\n") == 1 and "Traceback" not in err
-    assert "push to the hub failed for dataset repo 'me/fw': no valid write token" in err
+    assert "push to the hub failed for dataset repo 'me/fw': no token with write access to this repo" in err
     assert f"hf upload me/fw {out} --repo-type dataset" in err
 
 
@@ -271,7 +271,7 @@ def test_training_without_a_token_stops_before_the_model_is_loaded(tiny_model, t
     from alignkit.train import train_from_config
 
     hub = HubRecorder(monkeypatch, fail_create=unauthorized())
-    with pytest.raises(HubPushError, match="no valid write token") as info:
+    with pytest.raises(HubPushError, match="no token with write access to this repo") as info:
         train_from_config(_recipe(tiny_model, tmp_path, hub_token=None))
     assert "hf upload me/tiny-fdpo" in str(info.value)
     assert hub.calls("upload_folder") == [] and not (tmp_path / "run" / "metrics.json").exists()

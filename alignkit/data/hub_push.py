@@ -44,8 +44,8 @@ def hub_error(exc: BaseException, *, repo_id: str, folder: str | os.PathLike, re
     reason = " ".join(str(exc).split()) or type(exc).__name__
     status = getattr(getattr(exc, "response", None), "status_code", None)
     if status in (401, 403) or "token" in reason.lower():
-        cause = ("no valid write token: log in with `hf auth login`, set HF_TOKEN, or give hub_token "
-                 "(alignkit build: --hub-token)")
+        cause = ("no token with write access to this repo: log in with `hf auth login`, set HF_TOKEN, or give "
+                 "hub_token (alignkit build: --hub-token)")
     elif status is None:
         cause = "the hub could not be reached (network, proxy or HF_HUB_OFFLINE)"
     else:
