@@ -116,3 +116,14 @@ def test_train_without_a_recipe_is_a_usage_error(capsys):
 
     assert main(["train"]) == 2
     assert "a recipe is required" in capsys.readouterr().err
+
+
+def test_train_help_points_to_show_fields(capsys):
+    from alignkit.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "--help"])
+    assert exit_.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "alignkit train RECIPE.yaml [--accelerate-config FILE]" in out and "[--overwrite | --resume]" in out
+    assert "list those, with defaults and help, with `alignkit train --show-fields [fdpo|f2c]`" in out

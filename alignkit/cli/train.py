@@ -171,7 +171,12 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction, name: str, help_text: str) -> None:
-    p = sub.add_parser(name, help=help_text, description=__doc__.splitlines()[0])
+    # the usage line spans the docstring's first two lines; the epilog says where the recipe fields are listed
+    p = sub.add_parser(name, help=help_text, description="Train from a recipe: " + " ".join(
+        __doc__.split("\n\n")[0].replace("``", "").split()),
+        epilog="A recipe holds TRL's fields under TRL's names (DPOConfig, ModelConfig, ScriptArguments; "
+               "alignment-handbook recipes too) and alignkit's own: list those, with defaults and help, with "
+               "`alignkit train --show-fields [fdpo|f2c]`.")
     p.add_argument("recipe", nargs="?", default=None,
                    help="recipe YAML, or a shipped recipe name such as smollm2-135m/fdpo (alignkit recipes)")
     p.add_argument("--show-fields", nargs="?", const="fdpo", default=None, metavar="TRAINER",
