@@ -146,3 +146,51 @@ def test_a_model_entry_for_no_evaluated_model_is_an_error(tmp_path, shared_data,
     suite = Suite.from_yaml(_suite(tmp_path, shared_data, models={"typo": {"system_prompt": "x"}}))
     with pytest.raises(ValueError, match=r"models: \['typo'\] name no --model label"):
         run_suite(suite, [parse_model(f"tpl={tiny_model}")], tmp_path / "out", progress=False)
+
+
+def test_vllm_backend_sends_the_same_formatted_ids(tiny_model, tokenizer, monkeypatch):
+    """The vLLM backend encodes through the same PromptFormat: the token ids it hands the engine (a stand-in that
+    records them, so no engine starts) are the HF backend's, for generation and for log-likelihood."""
+    from types import SimpleNamespace
+
+    import alignkit.inference.vllm as vllm_backend
+    from alignkit.inference.base import SamplingConfig
+
+    sent: list[list[int]] = []
+
+    class Engine:
+        def get_tokenizer(self):
+            return tokenizer
+
+        def generate(self, prompts, params, **kwargs):
+            sent.extend(p["prompt_token_ids"] for p in prompts)
+            return [SimpleNamespace(outputs=[SimpleNamespace(text="x")],
+                                    prompt_logprobs=[None] + [{t: SimpleNamespace(logprob=-1.0, rank=1)}
+                                                              for t in p["prompt_token_ids"][1:]])
+                    for p in prompts]
+
+    monkeypatch.setattr(vllm_backend, "make_engine", lambda **kwargs: Engine())
+    fmt = PromptFormat(chat_template=BRACKETS, system_prompt="Answer briefly.", apply_chat_template=True)
+    backend = vllm_backend.VLLMBackend(tiny_model, prompt_format=fmt)
+    backend.generate(["Q: 1+1?"], SamplingConfig(max_new_tokens=2))
+    result = backend.loglikelihood([("Q: 1+1?", " 2")])[0]
+    ctx, cont = fmt.encode_pair(tokenizer, "Q: 1+1?", " 2")
+    assert sent == [fmt.encode_prompt(tokenizer, "Q: 1+1?"), ctx + cont]
+    text = "[system] Answer briefly.\n[user] Q: 1+1?\n[assistant]"
+    assert sent[0] == tokenizer.encode(text, add_special_tokens=False)
+    assert result.n_tokens == len(cont) and result.logprob == -len(cont)
+
+
+def test_the_split_engine_gives_the_format_to_generation_and_scorer(tiny_model):
+    """vLLM suites score log-likelihoods on the HF scorer: both engines get the suite's format (and its cache
+    identity), built lazily, so nothing loads here."""
+    from alignkit.inference.split import suite_backend
+    from alignkit.utils import model_identity
+
+    fmt = PromptFormat(system_prompt="Sys.")
+    engine = suite_backend("vllm", tiny_model, {"prompt_format": fmt, "progress": False})
+    assert engine.generation_options["prompt_format"] is fmt and engine.scorer_options["prompt_format"] is fmt
+    assert engine.engines == []
+    model = parse_model(f"m={tiny_model}")
+    assert model_identity(engine, model)["prompt_format"] == fmt.identity()
+    assert "prompt_format" not in model_identity(suite_backend("vllm", tiny_model, {}), model)  # old keys kept
