@@ -194,3 +194,12 @@ def test_the_split_engine_gives_the_format_to_generation_and_scorer(tiny_model):
     model = parse_model(f"m={tiny_model}")
     assert model_identity(engine, model)["prompt_format"] == fmt.identity()
     assert "prompt_format" not in model_identity(suite_backend("vllm", tiny_model, {}), model)  # old keys kept
+
+
+def test_a_template_path_given_with_set_is_read_from_the_working_directory(tmp_path, shared_data, monkeypatch):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "mine.jinja").write_text(BRACKETS)
+    monkeypatch.chdir(elsewhere)
+    suite = Suite.from_yaml(_suite(tmp_path, shared_data), {"chat_template": "mine.jinja", "system_prompt": "S."})
+    assert suite.prompt_format == PromptFormat(chat_template=BRACKETS, system_prompt="S.")

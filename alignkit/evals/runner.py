@@ -34,7 +34,7 @@ from typing import Any
 
 from alignkit.config import ConfigError
 from alignkit.data.cache import ItemCache
-from alignkit.evals.provenance import provenance
+from alignkit.evals.provenance import chat_template_hash, provenance
 from alignkit.evals.report import write_report
 from alignkit.evals.tasks import TASKS, TaskResult, get_task
 from alignkit.inference import BACKENDS
@@ -137,7 +137,10 @@ class Suite:
                                                                              f"tasks[{i}] ({name})")
             tasks.append(TaskSpec(task=name, config=cfg))
         suite_format = {k: doc[k] for k in _FORMAT_KEYS if k in doc}
-        prompt_format = _prompt_format(suite_format, path, lines, "")
+        # a template path is relative to the suite's folder, or to the working directory when given with --set
+        overridden = set(overrides or {})
+        prompt_format = _prompt_format(suite_format, path, lines, "",
+                                       Path.cwd() if "chat_template" in overridden else path.parent)
         model_formats = {}
         for label, entry in (doc.get("models") or {}).items():
             prefix = f"models.{label}."
@@ -151,7 +154,8 @@ class Suite:
             merged = {**suite_format, **entry}
             if entry.get("apply_chat_template") is False and "chat_template" not in entry:
                 merged.pop("chat_template", None)  # this model reads raw prompts: the suite's template is not used
-            model_formats[str(label)] = _prompt_format(merged, path, lines, prefix)
+            model_formats[str(label)] = _prompt_format(
+                merged, path, lines, prefix, Path.cwd() if f"{prefix}chat_template" in overridden else path.parent)
         try:
             return cls(name=doc.get("name") or path.stem, tasks=tasks, version=doc.get("version", 1),
                        backend=doc.get("backend", "vllm"), backend_options=doc.get("backend_options") or {},
@@ -175,16 +179,21 @@ def _format_record(fmt: PromptFormat) -> dict[str, Any]:
             "apply_chat_template": fmt.apply_chat_template}
 
 
-def _prompt_format(keys: dict[str, Any], path: Path, lines: dict[str, int], prefix: str) -> PromptFormat:
+def _prompt_format(keys: dict[str, Any], path: Path, lines: dict[str, int], prefix: str,
+                   base_dir: Path) -> PromptFormat:
     """A :class:`PromptFormat` from suite keys; ``chat_template`` is Jinja text, or a path to a ``.jinja`` file
-    (one line without ``{``, ending in ``.jinja``; relative to the suite's folder). ``prefix``: where the keys sit
-    in the file (``models.LABEL.``), for the error's line."""
+    (one line without ``{``, ending in ``.jinja``; relative to ``base_dir``). ``prefix``: where the keys sit in the
+    file (``models.LABEL.``; a key a model entry inherits from the suite is named where the suite sets it)."""
     template = keys.get("chat_template")
-    where = lambda key: f"{path}:{lines.get(prefix + key, lines.get(key, '?'))}: field {prefix}{key}"  # noqa: E731
+
+    def where(key: str) -> str:
+        at = prefix + key if prefix + key in lines or key not in lines else key
+        return f"{path}:{lines.get(at, '?')}: field {at}"
+
     if isinstance(template, str) and "{" not in template and "\n" not in template.strip() \
             and template.strip().endswith(".jinja"):
         file = Path(template.strip()).expanduser()
-        file = file if file.is_absolute() else path.parent / file
+        file = file if file.is_absolute() else base_dir / file
         if not file.is_file():
             raise ConfigError(f"{where('chat_template')}: template file not found: {file}")
         template = file.read_text(encoding="utf-8")
@@ -303,13 +312,14 @@ def run_suite(suite: Suite, models: list[ModelSpec], out_dir: str | Path, *, bac
 
 def _model_provenance(model: ModelSpec, path: str, fmt: PromptFormat) -> dict[str, Any]:
     """One model's provenance entry, with the hash of the chat template actually used: the suite's when it sets one,
-    none when ``apply_chat_template`` is false, else the model's own (read from its files by provenance())."""
+    none when ``apply_chat_template`` is false, else the model's own (read from its files)."""
     entry: dict[str, Any] = {"label": model.label, "base": model.base, "adapter": model.adapter, "path": path}
     if fmt.chat_template is not None:
         entry.update(chat_template_sha256=template_hash(fmt.chat_template), chat_template_source="suite")
     elif fmt.apply_chat_template is False:
         entry.update(chat_template_sha256=None, chat_template_source=None)
     else:
-        entry["chat_template_source"] = "model"
+        own = chat_template_hash(path)
+        entry.update(chat_template_sha256=own, chat_template_source="model" if own else None)
     entry.update(system_prompt=fmt.system_prompt, apply_chat_template=fmt.apply_chat_template)
     return entry
