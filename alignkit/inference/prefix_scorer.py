@@ -223,17 +223,20 @@ class PrefixScorer:
         return [r for r in results if r is not None]
 
     def _batches(self, packs: list[_Pack], root_len: int) -> list[list[_Pack]]:
+        """Packs of similar length batched within the budgets; a batch also ends where padding would pass an eighth
+        of its positions (pad positions cost as much as real ones)."""
         groups: list[list[_Pack]] = []
-        width = 0
-        for p in packs:
-            w = max(width, len(p.tokens))
-            rows = len(groups[-1]) + 1 if groups else 1
-            if groups and rows * w <= self.max_batch_tokens and rows * (root_len + w) <= self.max_batch_kv:
-                groups[-1].append(p)
-                width = w
-            else:
-                groups.append([p])
-                width = len(p.tokens)
+        real = 0
+        for p in sorted(packs, key=lambda p: -len(p.tokens)):  # widest first: a batch's width is its first pack's
+            if groups:
+                rows, w = len(groups[-1]) + 1, len(groups[-1][0].tokens)
+                if (rows * w <= self.max_batch_tokens and rows * (root_len + w) <= self.max_batch_kv
+                        and 8 * (rows * w - real - len(p.tokens)) <= rows * w):
+                    groups[-1].append(p)
+                    real += len(p.tokens)
+                    continue
+            groups.append([p])
+            real = len(p.tokens)
         return groups
 
     # -- execution --------------------------------------------------------------------------------------------------
