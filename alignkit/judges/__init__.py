@@ -5,6 +5,8 @@
 - ``reference`` — gold-answer matching (:class:`ReferenceJudge`; kw: ``margin``);
 - ``vllm:MODEL`` — an LLM judge on a vLLM engine (:class:`VLLMJudge`; kw: ``mode``, ``max_tokens``, ``engine``
   to reuse an engine, ``engine_kwargs``);
+- ``likelihood:MODEL`` — flags responses the model finds improbable given the context (:class:`LikelihoodJudge`;
+  kw: ``threshold`` (required, nats/token), ``engine``, ``engine_kwargs``);
 - ``openai:URL`` — an OpenAI-compatible endpoint (:class:`OpenAIJudge`; kw: ``model``, ``mode``, ``api_key_env``,
   ``timeout``, ``max_retries``, ``backoff``, ``concurrency`` …);
 - ``ensemble:SPEC1,SPEC2,...`` — majority vote (:class:`EnsembleJudge`; kw: ``min_agreement``, and
@@ -20,6 +22,7 @@ from typing import Any
 
 from alignkit.judges.base import Judge, JudgeItem, Judgement
 from alignkit.judges.ensemble import EnsembleJudge, agreement_summary, fleiss_kappa
+from alignkit.judges.likelihood import LikelihoodJudge
 from alignkit.judges.llm import VLLMJudge, make_engine
 from alignkit.judges.openai_judge import OpenAIJudge
 from alignkit.judges.prompts import build_messages, parse_answer
@@ -44,6 +47,10 @@ def _vllm(arg: str, **kw: Any) -> Judge:
     return VLLMJudge(arg or None, **kw)
 
 
+def _likelihood(arg: str, **kw: Any) -> Judge:
+    return LikelihoodJudge(arg or None, **kw)
+
+
 def _openai(arg: str, **kw: Any) -> Judge:
     return OpenAIJudge(arg, **kw)
 
@@ -52,6 +59,7 @@ def _openai(arg: str, **kw: Any) -> Judge:
 JUDGES = Registry("judge", {
     "reference": "alignkit.judges:_reference",
     "vllm": "alignkit.judges:_vllm",
+    "likelihood": "alignkit.judges:_likelihood",
     "openai": "alignkit.judges:_openai",
     "ensemble": "alignkit.judges:_ensemble",
 })
@@ -68,7 +76,7 @@ def get_judge(spec: str, **kw: Any) -> Judge:
 
 
 __all__ = [
-    "EnsembleJudge", "JUDGES", "Judge", "JudgeCache", "JudgeItem", "Judgement", "OpenAIJudge", "ReferenceJudge",
-    "VLLMJudge", "agreement_summary", "build_messages", "fleiss_kappa", "get_judge", "make_engine", "parse_answer",
-    "run_judge",
+    "EnsembleJudge", "JUDGES", "Judge", "JudgeCache", "JudgeItem", "Judgement", "LikelihoodJudge", "OpenAIJudge",
+    "ReferenceJudge", "VLLMJudge", "agreement_summary", "build_messages", "fleiss_kappa", "get_judge", "make_engine",
+    "parse_answer", "run_judge",
 ]
