@@ -303,3 +303,25 @@ def test_lora_adapter_equal_unshared(hf_pair, tiny_model, tmp_path):
     assert max(abs(a.logprob - b.logprob) for a, b in zip(base, got)) > 0.05  # the adapter changes the model
     _close(got, unshared.loglikelihood(reqs, adapter=adapter))
     _close(shared.loglikelihood(reqs), base)  # back to the bare base: the kept primer of the adapter is not reused
+
+
+@pytest.mark.slow
+def test_embedded_model_truthfulqa_question_equals_batch_one_reference():
+    """The real 30-layer model, whose large logits expose rounding a tiny model hides (``logsumexp`` in place of
+    ``log_softmax`` came out 2e-4 lower on this question's 22-token choice)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from alignkit.evals.tasks.truthfulqa import load_mc, mc_prompt
+    from alignkit.inference import encode_pair
+    from alignkit.models import resolve_model
+    from alignkit.resources import data_path
+
+    path = resolve_model("smollm2-135m-instruct")
+    tok = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    row = load_mc(str(data_path("truthfulqa/truthful_qa_multiple_choice_validation.jsonl")), 6)[5]
+    pairs = [encode_pair(tok, mc_prompt(row["question"]), " " + c) for c in row["mc2_targets"]["choices"]]
+    assert max(len(c) for _, c in pairs) >= 20
+    got, _ = score(model, pairs)
+    assert_same(got, reference(model, pairs, 2048))

@@ -289,7 +289,8 @@ class PrefixScorer:
         for lo in range(0, len(targets), self.logits_chunk):
             logits = head(picked[lo:lo + self.logits_chunk]).float()
             t = target[lo:lo + self.logits_chunk]
-            lps.append(logits.gather(-1, t[:, None]).squeeze(-1) - torch.logsumexp(logits, dim=-1))
+            # log_softmax, not gather - logsumexp: on the CPU the latter came out ~1e-5 nats per token lower
+            lps.append(torch.log_softmax(logits, dim=-1).gather(-1, t[:, None]).squeeze(-1))
             hits.append(logits.argmax(-1) == t)
         for (r, n), lp, hit in zip(spans, torch.cat(lps).split([n for _, n in spans]),
                                    torch.cat(hits).split([n for _, n in spans])):
