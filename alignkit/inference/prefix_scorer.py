@@ -16,12 +16,13 @@ How it works, on token ids (the requests are encoded exactly as the unshared pat
 2. **Tree packing.** Below the root, the requests (sorted by token ids) form a prefix tree of positions: a position
    is shared by every request with the same tokens up to it, and its hidden state is the same for all of them (causal
    attention), whether or not it is scored for one. Whole subtrees are packed into sequences of at most
-   ``max_pack_tokens`` positions (a subtree too large for one pack is split into its children, each carrying its
-   ancestors' tokens again; one request longer than a pack gets a pack of its own). In a pack a token attends to the
-   root, its ancestors in the tree and itself (an explicit 4D additive mask, which transformers passes to the
-   attention unchanged), and its position id is its depth (its index in its own request's input), so it computes
-   exactly what it computes in that request alone. Packs are batched along dim 0, right-padded, up to
-   ``max_batch_tokens`` positions per forward.
+   ``max_pack_tokens`` positions, of about equal length (a subtree too large for a pack is split into its children,
+   each carrying its ancestors' tokens again; one request longer than a pack gets a pack of its own). In a pack a
+   token attends to the root, its ancestors in the tree and itself (an explicit 4D additive mask, which transformers
+   passes to the attention unchanged), and its position id is its depth (its index in its own request's input), so
+   it computes exactly what it computes in that request alone. Packs of similar length are batched along dim 0,
+   right-padded, up to ``max_batch_tokens`` positions per forward. There are no per-level forwards and no KV-cache
+   gathering: typically one forward per call below the root.
 3. **Logits only where scored.** The decoder returns hidden states; the output head (``lm_head``) runs only on the
    scored positions, upcast to float32 before the log-softmax, so bf16 on CUDA loses nothing there.
 
@@ -35,6 +36,7 @@ backend's unshared path, ``prefix_sharing=False``, serves them).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Hashable, Sequence
 
@@ -138,11 +140,11 @@ def plan(reqs: list[_Req], max_pack_tokens: int) -> tuple[int, list[_Pack]]:
     def place(lo: int, hi: int) -> None:
         """Place the subtree reqs[lo:hi]: whole in the current pack, else whole in a new one, else split."""
         used = len(packs[-1].tokens) if packs else None
-        if used is not None and used + cost(lo, hi, False) <= max_pack_tokens:
+        if used is not None and used + cost(lo, hi, False) <= budget:
             for i in range(lo, hi):
                 add(i, fresh=False)
             return
-        if hi - lo == 1 or cost(lo, hi, True) <= max_pack_tokens:
+        if hi - lo == 1 or cost(lo, hi, True) <= budget:
             add(lo, fresh=True)
             for i in range(lo + 1, hi):
                 add(i, fresh=False)
@@ -152,6 +154,10 @@ def plan(reqs: list[_Req], max_pack_tokens: int) -> tuple[int, list[_Pack]]:
         for a, b in zip(cuts, cuts[1:]):
             place(a, b)
 
+    # packs of about equal length (so they batch with little padding): the positions split evenly over as many packs
+    # as the budget needs, with some slack for subtree boundaries
+    total = cost(0, len(reqs), True)
+    budget = min(max_pack_tokens, math.ceil(1.15 * total / math.ceil(total / max_pack_tokens)))
     place(0, len(reqs))
     return root_len, packs
 
