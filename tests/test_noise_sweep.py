@@ -204,7 +204,10 @@ def test_noise_sweep_tiny_end_to_end_and_resume(tmp_path, tiny_model, monkeypatc
     doc = json.loads((out / "results.json").read_text())
     cal = doc["calibration"]
     assert len(cal["table"]) == 2 and cal["chosen"]["max_steps"] in (1, 2)
-    assert {"reward_above_base", "loglik_above_base", "not_degenerate"} == set(cal["table"][0]["checks"])
+    # the log-likelihood check is made only when the base is below the ceiling (a base at 1.0 cannot be beaten)
+    ceiling = cal["base"]["loglik_acc"]["high"] >= 1.0
+    want = {"reward_above_base", "not_degenerate"} | (set() if ceiling else {"loglik_above_base"})
+    assert all(set(row["checks"]) == want for row in cal["table"])
     cells = {(c["method"], c["eps"], c["delta"]): c for c in doc["summary"]}
     assert set(cells) == {(m, e, d) for m in cfg.methods for e in cfg.eps for d in cfg.delta}
     for c in cells.values():
