@@ -40,13 +40,14 @@ ISSUE_LIMIT_TOKENS = 78_000  # issue 13: primer once + each question once + ever
 PARTS = ("tqa", "tqa_all", "icl")
 
 # What limits the wall-time gain on a CPU (issue 13 follow-up); appended to each run.
-CPU_READING = """**Reading.** Tokens computed fall to near the distinct-prefix limit and every score equals \
-the unshared one, but
-on a small shared CPU the wall-time gain is far below the token ratio: each shared-prefix forward gathers and
-concatenates KV-cache rows (rows × cached length per layer, plus the grouped-query head expansion), so many small
-forwards over long cached prefixes cost much more per computed token than the unshared path's large padded batches.
-Packing a call's prefix tree into one sequence with a tree attention mask (one forward per call, no KV copies) is the
-next step; until then the speed targets are not met on this machine."""
+CPU_READING = """**Reading.** The scorer packs each call's prefix tree below the kept root (the TruthfulQA \
+primer) into a few sequences
+with a tree attention mask, so tokens computed sit at the distinct-prefix limit and a call costs about one forward.
+The wall-time gain is largest where prefixes are long and shared by many requests (TruthfulQA: primer, question,
+then ~12 short choices) and smaller for ICL, where each flip rate changes the demonstrations' labels early in the
+prompt, so most prompt tokens are shared only by the two label words. On this 2-core machine the shared path is the
+more sensitive one to other processes: its packed forwards with an explicit 4D mask slow down more under contention
+than the unshared path's large batches (compare the load averages recorded below with the rows above)."""
 
 # Why the HF scorer, not vLLM, scores log-likelihoods by default (alignkit/inference/split.py); appended to each run.
 WHY_HF = """**Why log-likelihoods default to the HF scorer, also in vLLM suites.** vLLM computes every (context,
