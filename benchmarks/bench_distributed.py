@@ -49,22 +49,32 @@ def run_one(config: str, model: str, steps: int, work: Path) -> dict:
     cmd = launch_command(str(rp), str(REPO / "accelerate_configs" / config), num_processes=2, cpu=True)
     env = dict(os.environ, OMP_NUM_THREADS="1", TQDM_DISABLE="1")
     t0 = time.perf_counter()
-    proc = psutil.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    peaks: dict[int, int] = {}
-    while proc.poll() is None:
-        try:
-            for child in proc.children(recursive=True):
-                if "alignkit.train" in " ".join(child.cmdline()):
-                    peaks[child.pid] = max(peaks.get(child.pid, 0), child.memory_info().rss)
-        except psutil.Error:
-            pass
-        time.sleep(0.05)
-    err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+    # stderr to a file, not a pipe: nothing reads a pipe until the run ends, and once the workers' warnings fill its
+    # buffer one rank blocks writing while the other waits for it in a collective (seen as a hang in ZeRO-3's
+    # gradient reduce-scatter, which warns once per call on gloo).
+    err_path = work / f"stderr-{config}.log"
+    with open(err_path, "wb") as err_file:
+        proc = psutil.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=err_file)
+        peaks: dict[int, tuple[int, float]] = {}  # pid -> (peak RSS, seconds after launch it was reached)
+        while proc.poll() is None:
+            try:
+                for child in proc.children(recursive=True):
+                    if "alignkit.train" in " ".join(child.cmdline()):
+                        rss = child.memory_info().rss
+                        if rss > peaks.get(child.pid, (0, 0.0))[0]:
+                            peaks[child.pid] = (rss, time.perf_counter() - t0)
+            except psutil.Error:
+                pass
+            time.sleep(0.05)
     if proc.returncode != 0:
+        err = err_path.read_text(encoding="utf-8", errors="replace")
         raise RuntimeError(f"{config} run failed:\n{err[-3000:]}")
+    wall = time.perf_counter() - t0
     ranks = sorted(peaks.values(), reverse=True)[:2]
-    return {"config": config, "wall_s": round(time.perf_counter() - t0, 1),
-            "per_rank_peak_rss_mib": [round(r / 2**20, 1) for r in ranks]}
+    return {"config": config, "wall_s": round(wall, 1),
+            "per_rank_peak_rss_mib": [round(r / 2**20, 1) for r, _ in ranks],
+                    # seconds after launch when each rank peaked (compare with wall_s: the final save is its last seconds)
+            "per_rank_peak_at_s": [round(t, 1) for _, t in ranks]}
 
 
 def approx_params(vocab: int, hidden: int, layers: int, intermediate: int) -> int:

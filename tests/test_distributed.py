@@ -74,3 +74,21 @@ def _check(out: Path, tiny_model: str) -> None:
 @pytest.mark.parametrize("config", ["cpu_ddp.yaml", "zero2.yaml", "zero3.yaml"])
 def test_two_process_fdpo(config, tmp_path, tiny_model):
     _check(_run(config, tmp_path, tiny_model), tiny_model)
+
+
+@pytest.mark.parametrize("stage", [2, 3])
+def test_zero3_sizes_fill_only_unset_keys(stage, tiny_model):
+    """ZeRO-3 buffer sizes follow the model's hidden size (128 here), a user's own value stays, ZeRO-2 is untouched."""
+    from types import SimpleNamespace
+
+    from alignkit.trainers.runner import apply_zero3_sizes
+
+    zero = {"stage": stage, "stage3_prefetch_bucket_size": 5}
+    args = SimpleNamespace(deepspeed_plugin=SimpleNamespace(deepspeed_config={"zero_optimization": zero}))
+    added = apply_zero3_sizes(args, tiny_model)
+    if stage == 2:
+        assert added == {} and zero == {"stage": 2, "stage3_prefetch_bucket_size": 5}
+        return
+    assert added == {"reduce_bucket_size": 128 * 128, "stage3_param_persistence_threshold": 1280}
+    assert zero == {"stage": 3, "stage3_prefetch_bucket_size": 5, **added}
+    assert apply_zero3_sizes(SimpleNamespace(deepspeed_plugin=None), tiny_model) == {}
