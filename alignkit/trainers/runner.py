@@ -177,10 +177,11 @@ def peak_memory() -> dict[str, float | None]:
 # parameter models (a 5e8-element gradient bucket, 5e7-element prefetch, 1e5-element persistence threshold). The
 # bucket is what costs memory: on a model below 5e8 parameters every gradient collects in it, unsharded, before one
 # reduce-scatter of the whole model, which then makes its own flat copies; each rank's peak was there. Measured, 2 CPU
-# ranks, a 51M random Llama, F-DPO, 3 steps: ZeRO-3 per-rank peak 2346/2332 and 2374/2340 MiB with the defaults,
-# 2034/2031 MiB with these (DDP 1986/1979). The values are the ones transformers and accelerate give these keys when a
-# DeepSpeed config says "auto" (they resolve only "auto", so a config without the keys kept DeepSpeed's). They change
-# how gradients and parameters travel, never a value. A key the user's DeepSpeed config sets is left as it is.
+# ranks, F-DPO, 3 steps, per-rank peak MiB: 51M random Llama, ZeRO-3 2346/2332 and 2374/2340 with the defaults,
+# 2013/1979 with these (DDP 1984/1964); 76M, 3176/3134 -> 2793/2721 (DDP 2631/2605). The values are the ones
+# transformers and accelerate give these keys when a DeepSpeed config says "auto" (they resolve only "auto", so a
+# config without the keys kept DeepSpeed's). They change how gradients and parameters travel, never a value. A key
+# the user's DeepSpeed config sets is left as it is.
 def zero3_sizes(hidden_size: int) -> dict[str, int]:
     return {"reduce_bucket_size": hidden_size * hidden_size,
             "stage3_prefetch_bucket_size": int(0.9 * hidden_size * hidden_size),
