@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from alignkit.utils import atomic_write_json
+from alignkit.utils import atomic_write_json, atomic_write_text
 
 _Z95 = 1.959963984540054
 
@@ -99,7 +99,7 @@ def harness_truthfulqa_tasks(root: Path, data: str | Path) -> Path:
     mc1 = mc1.replace(hub, f"dataset_path: json\ndataset_name: null\ndataset_kwargs:\n  data_files:\n"
                            f"    validation: {data}\n")
     mc1 = mc1.replace("tag:\n  - truthfulqa\n", "").replace("task: truthfulqa_mc1", "task: local_truthfulqa_mc1")
-    (d / "local_mc1.yaml").write_text(mc1)
+    atomic_write_text(d / "local_mc1.yaml", mc1)
     mc2 = (src / "truthfulqa_mc2.yaml").read_text().replace("include: truthfulqa_mc1.yaml", "include: local_mc1.yaml")
-    (d / "local_mc2.yaml").write_text(mc2.replace("task: truthfulqa_mc2", "task: local_truthfulqa_mc2"))
+    atomic_write_text(d / "local_mc2.yaml", mc2.replace("task: truthfulqa_mc2", "task: local_truthfulqa_mc2"))
     return d
