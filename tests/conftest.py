@@ -37,3 +37,17 @@ def tiny_model() -> str:
     from alignkit.models import build_tiny_llama
 
     return str(build_tiny_llama())
+
+
+@pytest.fixture
+def flagged_pairs(tmp_path) -> Path:
+    """Six arithmetic preference pairs covering the three flag patterns (h_w, h_l) = (1, 0), (0, 1), (0, 0), as a
+    JSONL file: enough for a 2-step training run whose loss reads the flags."""
+    import json
+
+    flags = [(1, 0), (0, 1), (0, 0)]
+    rows = [{"prompt": f"Q{i}: {i} + {i}?", "chosen": f" {2 * i}.", "rejected": f" {2 * i + 3}, surely.",
+             "h_w": flags[i % 3][0], "h_l": flags[i % 3][1]} for i in range(6)]
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path

@@ -3,26 +3,15 @@ trainer's scalars (TRL's and alignkit's Δh-split metrics), read back with Tenso
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 from alignkit.train import train_from_config
 
 
-def _pairs(path: Path, n: int = 6) -> Path:
-    flags = [(1, 0), (0, 1), (0, 0)]
-    rows = [{"prompt": f"Q{i}: {i} + {i}?", "chosen": f" {2 * i}.", "rejected": f" {2 * i + 3}, surely.",
-             "h_w": flags[i % 3][0], "h_l": flags[i % 3][1]} for i in range(n)]
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return path
-
-
-def test_report_to_tensorboard_writes_event_files(tiny_model, tmp_path):
+def test_report_to_tensorboard_writes_event_files(tiny_model, tmp_path, flagged_pairs):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     out = tmp_path / "run"
     train_from_config({
-        "model_name_or_path": tiny_model, "dataset_path": str(_pairs(tmp_path / "pairs.jsonl")),
+        "model_name_or_path": tiny_model, "dataset_path": str(flagged_pairs),
         "output_dir": str(out), "max_steps": 2, "per_device_train_batch_size": 2, "max_length": 64,
         "gradient_checkpointing": False, "save_strategy": "no", "logging_steps": 1, "use_cpu": True,
         "report_to": "tensorboard"})

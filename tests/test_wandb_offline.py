@@ -70,18 +70,11 @@ def _close_wandb() -> None:
     wandb.teardown()
 
 
-def _pairs(path: Path, n: int = 6) -> Path:
-    flags = [(1, 0), (0, 1), (0, 0)]
-    rows = [{"prompt": f"Q{i}: {i} + {i}?", "chosen": f" {2 * i}.", "rejected": f" {2 * i + 3}, surely.",
-             "h_w": flags[i % 3][0], "h_l": flags[i % 3][1]} for i in range(n)]
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return path
-
-
-def test_report_to_wandb_writes_an_offline_run_with_the_training_metrics(tiny_model, tmp_path, wandb_offline):
+def test_report_to_wandb_writes_an_offline_run_with_the_training_metrics(tiny_model, tmp_path, wandb_offline,
+                                                                         flagged_pairs):
 
     train_from_config({
-        "model_name_or_path": tiny_model, "dataset_path": str(_pairs(tmp_path / "pairs.jsonl")),
+        "model_name_or_path": tiny_model, "dataset_path": str(flagged_pairs),
         "output_dir": str(tmp_path / "run"), "max_steps": 2, "per_device_train_batch_size": 2, "max_length": 64,
         "gradient_checkpointing": False, "save_strategy": "no", "logging_steps": 1, "use_cpu": True,
         "report_to": "wandb"})

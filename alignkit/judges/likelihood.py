@@ -26,8 +26,8 @@ import math
 from typing import Any
 
 from alignkit.judges.base import JudgeItem, Judgement, is_transient_error
+from alignkit.judges.llm import EngineJudge
 from alignkit.utils import cache_key as _cache_key
-from alignkit.utils import source_identity
 
 LIKELIHOOD_PROMPT_VERSION = "v1"  # part of the cache key: changing the conditioning prompt must bump it
 
@@ -41,54 +41,28 @@ def likelihood_messages(item: JudgeItem) -> list[dict]:
     return [{"role": "user", "content": content}]
 
 
-class LikelihoodJudge:
+class LikelihoodJudge(EngineJudge):
     """Label 1 when the response's mean negative log-likelihood per token exceeds ``threshold`` (see the module
     docstring). ``model``: a name for :func:`alignkit.models.resolve_model` (the engine is built lazily), or
     ``engine``: a ``vllm.LLM`` to share."""
 
     def __init__(self, model: str | None = None, *, threshold: float, engine: Any = None,
                  engine_kwargs: dict | None = None, name: str | None = None):
-        from alignkit.judges.llm import _engine_model
-
-        if model is None and engine is None:
-            raise ValueError("LikelihoodJudge needs a model name or an engine")
         if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold) \
                 or threshold <= 0:
             raise ValueError(f"LikelihoodJudge: threshold must be a positive number of nats/token, got {threshold!r}")
-        self.model = model or _engine_model(engine) or type(engine).__name__
+        super().__init__(model, engine, engine_kwargs)
         self.threshold = float(threshold)
-        self.engine_kwargs = dict(engine_kwargs or {})
-        self._engine = engine
         self.name = name or f"likelihood:{self.model}"
-        self._cache_key: str | None = None
 
     @property
     def cache_key(self) -> str:
         """The model by content, the threshold and the prompt version (see :attr:`VLLMJudge.cache_key`)."""
         if self._cache_key is None:
-            from alignkit.judges.llm import _engine_model
-
-            if self._engine is not None:
-                path = _engine_model(self._engine)
-                if path is None:
-                    raise ValueError(f"LikelihoodJudge: cannot tell which model the engine "
-                                     f"{type(self._engine).__name__} serves, so its verdicts cannot be cached")
-            else:
-                from alignkit.models import resolve_model
-
-                path = resolve_model(self.model)
-            ident = {"model": source_identity(path), "threshold": self.threshold,
+            ident = {"model": self._model_identity(), "threshold": self.threshold,
                      "prompt": LIKELIHOOD_PROMPT_VERSION}
             self._cache_key = f"likelihood:{_cache_key(ident)}"
         return self._cache_key
-
-    @property
-    def engine(self):
-        if self._engine is None:
-            from alignkit.judges.llm import make_engine
-
-            self._engine = make_engine(self.model, **self.engine_kwargs)
-        return self._engine
 
     def mean_nll(self, items: list[JudgeItem]) -> list[tuple[float, int]]:
         """(mean negative log-likelihood per response token, number of response tokens) per item; (nan, 0) for an

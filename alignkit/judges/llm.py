@@ -34,7 +34,40 @@ def make_engine(model: str, **engine_kwargs: Any):
     return build_engine(model, **kw)
 
 
-class VLLMJudge:
+class EngineJudge:
+    """What the vLLM-backed judges share: a model name, a ``vllm.LLM`` built lazily from it (or one passed in) and
+    the content identity of the model it serves, which their cache keys start from."""
+
+    def __init__(self, model: str | None, engine: Any, engine_kwargs: dict | None) -> None:
+        if model is None and engine is None:
+            raise ValueError(f"{type(self).__name__} needs a model name or an engine")
+        self.model = model or _engine_model(engine) or type(engine).__name__
+        self.engine_kwargs = dict(engine_kwargs or {})
+        self._engine = engine
+        self._cache_key: str | None = None
+
+    @property
+    def engine(self):
+        if self._engine is None:
+            self._engine = make_engine(self.model, **self.engine_kwargs)
+        return self._engine
+
+    def _model_identity(self) -> str:
+        """The served model by content: a judge retrained into the same folder, or another model behind the same
+        name, is a different judge; a copied judge model is the same one."""
+        if self._engine is not None:
+            path = _engine_model(self._engine)
+            if path is None:
+                raise ValueError(f"{type(self).__name__}: cannot tell which model the engine "
+                                 f"{type(self._engine).__name__} serves, so its verdicts cannot be cached; pass model=")
+        else:
+            from alignkit.models import resolve_model
+
+            path = resolve_model(self.model)
+        return source_identity(path)
+
+
+class VLLMJudge(EngineJudge):
     """LLM judge on a vLLM engine. Pass ``model`` (a name for :func:`alignkit.models.resolve_model`) to build an
     engine lazily, or ``engine`` to reuse one: a ``vllm.LLM`` (its ``chat`` is used) or an alignkit evals backend
     (anything with ``generate(chats, SamplingConfig)``), so the eval suite can share one engine.
@@ -43,23 +76,18 @@ class VLLMJudge:
     def __init__(self, model: str | None = None, *, engine: Any = None, mode: Mode = "binary",
                  max_tokens: int = 16, engine_kwargs: dict | None = None, name: str | None = None,
                  constrained: bool = False):
-        if model is None and engine is None:
-            raise ValueError("VLLMJudge needs a model name or an engine")
         if mode not in ("binary", "rubric"):
             raise ValueError(f"mode must be 'binary' or 'rubric', got {mode!r}")
         if max_tokens < 4:
             raise ValueError(f"max_tokens must be >= 4 to fit a [[label]], got {max_tokens}")
-        self.model = model or _engine_model(engine) or type(engine).__name__
+        super().__init__(model, engine, engine_kwargs)
         self.mode: Mode = mode
         self.max_tokens = max_tokens
         # constrained: vLLM structured outputs restrict the reply to the label grammar ([[0]]/[[1]], or [[0]]..[[10]]),
         # so a small judge that would ramble still answers in a parseable form (it says nothing about being right)
         self.constrained = constrained
-        self.engine_kwargs = dict(engine_kwargs or {})
-        self._engine = engine
         self.name = name or f"vllm:{self.model}"
         self.last_generated_tokens = 0  # for the benchmark: tokens the judge generated in its last call
-        self._cache_key: str | None = None
 
     @property
     def cache_key(self) -> str:
@@ -67,25 +95,10 @@ class VLLMJudge:
         retrained into the same folder, or another model behind the same name, is a different judge), the mode,
         the prompt version and the reply budget. Computed once per judge (it fingerprints the model folder)."""
         if self._cache_key is None:
-            if self._engine is not None:
-                path = _engine_model(self._engine)
-                if path is None:
-                    raise ValueError(f"VLLMJudge: cannot tell which model the engine {type(self._engine).__name__} "
-                                     "serves, so its verdicts cannot be cached; pass model=")
-            else:
-                from alignkit.models import resolve_model
-
-                path = resolve_model(self.model)
-            ident = {"model": source_identity(path), "mode": self.mode, "prompt": PROMPT_VERSION,
+            ident = {"model": self._model_identity(), "mode": self.mode, "prompt": PROMPT_VERSION,
                      "max_tokens": self.max_tokens, **({"constrained": True} if self.constrained else {})}
             self._cache_key = f"vllm:{self.mode}:{_cache_key(ident)}"  # no path: a copied judge model is the same
         return self._cache_key
-
-    @property
-    def engine(self):
-        if self._engine is None:
-            self._engine = make_engine(self.model, **self.engine_kwargs)
-        return self._engine
 
     def _generate(self, chats: list[list[dict]]) -> list[str]:
         eng = self.engine
