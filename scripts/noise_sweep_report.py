@@ -94,21 +94,31 @@ def readme_block(doc: dict) -> str:
         + (" and passed (DPO above the base, not degenerate)." if cal["passed"] else
            " — **no setting passed the check**, so these runs may be too short to separate the methods."),
         "",
-        f"Held-out preference accuracy (implicit reward; mean over seeds [{pct}% bootstrap interval]):",
-        "",
-        "| method | δ | " + " | ".join(f"ε={e:g}" for e in cfg["eps"]) + " |",
-        "|---|---|" + "---|" * len(cfg["eps"]),
     ]
-    for method in cfg["methods"]:
-        for delta in (cfg["delta"] if reads_flags(method) else cfg["delta"][:1]):
-            label = f"{delta:g}" if reads_flags(method) else "any"
-            cells = [_fmt(_cell(doc, method, e, delta)["reward_acc"]) for e in cfg["eps"]]
-            lines.append(f"| {method} | {label} | " + " | ".join(cells) + " |")
-    lines += ["", "What it shows (disjoint intervals = a difference; overlapping = cannot be told apart):", ""]
+    base_h = doc["base"]["hallucination_rate"]
+    for metric, title in (("hallucination_rate", f"Hallucination rate of generated answers (reference judge; lower is "
+                                                  f"better; base model {_fmt(base_h)})"),
+                          ("reward_acc", "Held-out preference accuracy (implicit reward; higher is better; the base "
+                                         "model's is 0.5)")):
+        lines += [f"{title}, mean over seeds [{pct}% bootstrap interval]:", "",
+                  "| method | δ | " + " | ".join(f"ε={e:g}" for e in cfg["eps"]) + " |",
+                  "|---|---|" + "---|" * len(cfg["eps"])]
+        for method in cfg["methods"]:
+            for delta in (cfg["delta"] if reads_flags(method) else cfg["delta"][:1]):
+                label = f"{delta:g}" if reads_flags(method) else "any"
+                cells = [_fmt(_cell(doc, method, e, delta)[metric]) for e in cfg["eps"]]
+                lines.append(f"| {method} | {label} | " + " | ".join(cells) + " |")
+        lines.append("")
+    saturated = [c for c in doc["summary"] if c["reward_acc"]["mean"] is not None and c["reward_acc"]["low"] >= 0.99]
+    if saturated:
+        lines += [f"Preference accuracy is at its ceiling (interval ≥ 0.99) in {len(saturated)} of "
+                  f"{len(doc['summary'])} cells: there it cannot rank methods, and the hallucination rate is the "
+                  "comparison that can.", ""]
+    lines += ["What it shows (disjoint intervals = a difference; overlapping = cannot be told apart):", "",
+              "Hallucination rate:", ""]
+    lines += findings(doc, "hallucination_rate", higher=False)
+    lines += ["", "Preference accuracy:", ""]
     lines += findings(doc)
-    halluc = findings(doc, "hallucination_rate", higher=False)
-    if halluc:
-        lines += ["", "Hallucination rate of generated answers, same comparison:", "", *halluc]
     flagged = sum(1 for c in doc["summary"] if c["degenerate_reasons"])
     lines += ["", f"Degeneracy guards flagged {flagged} of {len(doc['summary'])} cells (see the doc)."]
     return "\n".join(lines)

@@ -165,3 +165,17 @@ def test_icl_task_tiny_model(toy, tiny_model, tmp_path):
     assert cache.hits == len(cache) > 0 and [i["scores"] for i in again.items] == [i["scores"] for i in res.items]
     png = TASKS["icl_flip"].plot([res, again], tmp_path)
     assert png and png[0].stat().st_size > 0
+
+
+def test_scoring_calls_hold_whole_queries(toy):
+    """A query's items share its exemplars, so the default call size is a whole number of queries (≥ 16 items):
+    the shared-prefix scorer then computes each query's exemplars once."""
+    from alignkit.evals.tasks.icl import call_size
+
+    items = make_icl_items(load_classification(str(toy)), k=2, n_queries=3, progress=False)
+    per_query = 2 * 5  # label sets × flip %
+    assert [it["query_index"] for it in items[:per_query]] == [0] * per_query
+    assert call_size(items) == 20 and call_size(items, at_least=25) == 30 and call_size(items, at_least=1) == 10
+    one = [it for it in items if it["label_set"] == "natural" and it["flip_pct"] == 0]  # 1 item per query
+    assert call_size(one) == 16
+    assert call_size([]) == 16

@@ -243,6 +243,7 @@ def test_noise_sweep_tiny_end_to_end_and_resume(tmp_path, tiny_model, monkeypatc
     text = readme.read_text()
     assert text.startswith("intro\n") and text.endswith("outro\n") and "OLD-BLOCK" not in text
     assert "| fdpo | 0.3 |" in text and "against the best flag-blind baseline F-DPO" in text
+    assert text.index("Hallucination rate of generated answers") < text.index("Held-out preference accuracy")
     doc = (tmp_path / "docs" / "noise_sweep.md").read_text()
     assert "](noise_sweep/reward_acc_vs_noise.png)" in doc
     assert (tmp_path / "docs" / "noise_sweep" / "hallucination_rate_vs_noise.png").is_file()
