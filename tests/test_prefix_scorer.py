@@ -325,3 +325,22 @@ def test_embedded_model_truthfulqa_question_equals_batch_one_reference():
     assert max(len(c) for _, c in pairs) >= 20
     got, _ = score(model, pairs)
     assert_same(got, reference(model, pairs, 2048))
+
+
+def test_bfloat16_loses_nothing_beyond_bfloat16_itself(tiny, tiny_model):
+    """The bf16 path (the CUDA default; run here on CPU): the tree mask is built in the model's dtype and the scored
+    logits are upcast before the log-softmax, so the shared scorer in bf16 is as close to the fp32 reference as
+    scoring each request alone in bf16 is."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    m16 = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.bfloat16).eval()
+    pairs = random_pairs(0)
+    want = [lp for lp, _ in reference(tiny, pairs, 2048)]
+    alone = [lp for lp, _ in reference(m16, pairs, 2048)]
+    got, scorer = score(m16, pairs)
+    err_alone = max(abs(a - w) for a, w in zip(alone, want))
+    err_shared = max(abs(g.logprob - w) for g, w in zip(got, want))
+    assert 0 < err_alone < 0.5  # bf16 really ran (it differs from fp32) and stayed sane
+    assert err_shared <= 2 * err_alone, (err_shared, err_alone)
+    assert scorer.stats.tokens_computed < 0.5 * scorer.stats.tokens_unshared
