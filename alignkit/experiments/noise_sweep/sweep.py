@@ -1,0 +1,198 @@
+"""Training runs, the calibration and the sweep itself (`run_noise_sweep`)."""
+
+from __future__ import annotations
+
+import gc
+import json
+import shutil
+import statistics
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Callable
+
+from alignkit.experiments.noise_sweep.config import NoiseSweepConfig, method_keys, method_slug, reads_flags, repo_path
+from alignkit.experiments.noise_sweep.data import SeedData, noisy_train, seed_data
+from alignkit.experiments.noise_sweep.evaluate import Evaluator, degeneracy_stats, degenerate_reasons, per_item_scores
+from alignkit.experiments.noise_sweep.report import plot_metric, write_report
+from alignkit.experiments.noise_sweep.stats import METRICS, single_interval, summarise_cell
+from alignkit.utils import atomic_write_json, atomic_write_text, stable_hash
+
+RESULTS_VERSION = 2
+
+
+# -- training -------------------------------------------------------------------------------------------------------
+def train_run(recipe: dict[str, Any], run_dir: Path, reuse: list[Path] = ()) -> Path:
+    """Train ``recipe`` into ``run_dir`` unless a finished run with the same recipe is there (or in one of the
+    ``reuse`` folders, which is then copied). An unfinished or different run in ``run_dir`` is removed first (the
+    folder belongs to the sweep), so the trainer never resumes a run with other settings."""
+    from alignkit.train import train_from_config
+
+    key = stable_hash({k: v for k, v in recipe.items() if k != "output_dir"})
+    if _finished(run_dir, key):
+        return run_dir
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    src = next((d for d in reuse if _finished(d, key)), None)
+    if src is not None:  # e.g. the calibration run that was chosen is the sweep's DPO run at ε = 0
+        shutil.copytree(src, run_dir, ignore=shutil.ignore_patterns("*_eval.json"))
+        return run_dir
+    train_from_config({**recipe, "output_dir": str(run_dir)})
+    gc.collect()  # a sweep trains ~100 models in one process
+    atomic_write_text(run_dir / "sweep_key", key)
+    return run_dir
+
+
+def _finished(run_dir: Path, key: str) -> bool:
+    marker = run_dir / "sweep_key"
+    return marker.is_file() and marker.read_text() == key and (run_dir / "metrics.json").is_file()
+
+
+def base_training_recipe(cfg: NoiseSweepConfig) -> dict[str, Any]:
+    from alignkit.train import load_recipe
+
+    recipe = load_recipe(repo_path(cfg.base_recipe))
+    recipe.update({"model_name_or_path": cfg.model, "max_train_samples": cfg.n_train, "report_to": "none",
+                   "save_strategy": "no"})
+    recipe.update(cfg.overrides)
+    return recipe
+
+
+# -- calibration ----------------------------------------------------------------------------------------------------
+def calibrate(cfg: NoiseSweepConfig, out: Path, ev: Evaluator, data: SeedData, recipe: dict[str, Any],
+              progress: Callable[[str], None]) -> dict[str, Any]:
+    """Train DPO at ε = 0 for every (lr, steps) of the grid on the calibration seed and score it on the
+    validation split (never the test items). A setting passes when (1) its implicit-reward accuracy interval lies
+    above ½ (the base's value: its implicit reward is 0 for every answer), (2) its log-likelihood ranking accuracy
+    interval lies above the base's interval — checked only when the base's interval ends below 1.0, since a base
+    that already ranks every validation pair right cannot be beaten there — and (3) its answers are not degenerate.
+    The passing setting with the highest validation reward accuracy is chosen (ties: fewer steps, then lower lr).
+    When none passes, the best non-degenerate one is used and the report says so."""
+    cdir = out / "calibration"
+    base = ev.evaluate(cdir / "base_eval.json", data.val, cfg.n_val_generate, None, None)
+    base_ll = single_interval(per_item_scores(base["logprobs"], base["logprobs"])["loglik_correct"], cfg)
+    base_deg = degeneracy_stats(base["outputs"])
+    train_path = noisy_train(cfg, data, 0.0, 0.0, out)
+    table = []
+    for lr in cfg.calibration.learning_rates:
+        for steps in cfg.calibration.steps:
+            progress(f"calibration lr={lr:g} steps={steps}")
+            run_dir = train_run({**recipe, **method_keys("dpo", 0.0, cfg.fdpo_lambda), "dataset_path": str(train_path),
+                                 "learning_rate": lr, "max_steps": steps, "seed": data.seed},
+                                cdir / f"lr{lr:g}_steps{steps}")
+            doc = ev.evaluate(run_dir / "val_eval.json", data.val, cfg.n_val_generate, str(run_dir.resolve()),
+                              base["logprobs"])
+            ra = single_interval(doc["reward_correct"], cfg)
+            la = single_interval(doc["loglik_correct"], cfg)
+            deg = degeneracy_stats(doc["outputs"])
+            reasons = degenerate_reasons(deg, base_deg, cfg.degeneracy)
+            # the log-likelihood ranking check applies only when the base leaves room above it: a base already at
+            # 1.0 (every validation pair ranked right) cannot be beaten, and requiring it would reject every setting
+            checks = {"reward_above_base": ra["low"] > 0.5, "not_degenerate": not reasons}
+            if base_ll["high"] < 1.0:
+                checks["loglik_above_base"] = la["low"] > base_ll["high"]
+            table.append({"learning_rate": lr, "max_steps": steps, "reward_acc": ra, "loglik_acc": la,
+                          "degeneracy": deg, "degenerate_reasons": reasons, "checks": checks,
+                          "passed": all(checks.values())})
+    passing = [r for r in table if r["passed"]]
+    pool = passing or [r for r in table if r["checks"]["not_degenerate"]] or table
+    best = max(pool, key=lambda r: (r["reward_acc"]["mean"], -r["max_steps"], -r["learning_rate"]))
+    return {"seed": data.seed, "n_val": len(data.val), "n_val_generate": cfg.n_val_generate,
+            "base": {"loglik_acc": base_ll, "degeneracy": base_deg, "reward_acc": 0.5},
+            "table": table, "chosen": {"learning_rate": best["learning_rate"], "max_steps": best["max_steps"]},
+            "passed": bool(passing)}
+
+
+# -- the sweep ------------------------------------------------------------------------------------------------------
+def run_noise_sweep(cfg: NoiseSweepConfig, *, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    from alignkit.models import resolve_model
+
+    say = progress or (lambda msg: print(f"[noise-sweep] {msg}", flush=True))
+    out = Path(cfg.output_dir)
+    base_path = resolve_model(cfg.model)
+    ev = Evaluator(cfg, base_path)
+    recipe = base_training_recipe(cfg)
+    datas = {s: seed_data(cfg, s) for s in cfg.seeds}
+    cal_data = datas.get(cfg.calibration_seed) or seed_data(cfg, cfg.calibration_seed)
+    try:
+        calibration = calibrate(cfg, out, ev, cal_data, recipe, say)
+        chosen = calibration["chosen"]
+        say(f"calibration chose lr={chosen['learning_rate']:g}, steps={chosen['max_steps']} "
+            f"({'passed' if calibration['passed'] else 'NO setting passed'})")
+        recipe = {**recipe, **chosen}
+
+        docs: dict[tuple[str, float, float, int], dict] = {}
+        runs: list[dict[str, Any]] = []
+        base_docs = {}
+        plan = sweep_plan(cfg)
+        for seed in cfg.seeds:
+            data = datas[seed]
+            sdir = out / "eval" / f"seed{seed}"
+            base_docs[seed] = ev.evaluate(sdir / "base.json", data.test, cfg.n_generate, None, None)
+            base_docs[seed].update(per_item_scores(base_docs[seed]["logprobs"], base_docs[seed]["logprobs"]))
+            ref = base_docs[seed]["logprobs"]
+            trained: dict[tuple[str, float, float], dict] = {}
+            for i, (method, eps, delta) in enumerate(plan):
+                keys = method_keys(method, eps, cfg.fdpo_lambda)
+                if keys is None:
+                    continue  # plain DPO: filled from the dpo run below
+                say(f"seed {seed} ({cfg.seeds.index(seed) + 1}/{len(cfg.seeds)}), {method} ε={eps:g} δ={delta:g} "
+                    f"({i + 1}/{len(plan)})")
+                train_path = noisy_train(cfg, data, eps, delta, out)
+                run_dir = out / "runs" / f"seed{seed}" / f"eps{eps:g}_delta{delta:g}" / method_slug(method)
+                train_run({**recipe, **keys, "dataset_path": str(train_path), "seed": seed}, run_dir,
+                          reuse=sorted((out / "calibration").glob("lr*_steps*")))
+                doc = ev.evaluate(run_dir / "test_eval.json", data.test, cfg.n_generate, str(run_dir.resolve()), ref)
+                trained[(method, eps, delta)] = doc
+                metrics = json.loads((run_dir / "metrics.json").read_text())
+                runs.append({"seed": seed, "method": method, "eps": eps, "delta": delta, "run_dir": str(run_dir),
+                             "flip_counts": metrics.get("flip_counts", {}), "global_step": metrics.get("global_step"),
+                             "final_loss": metrics.get("final", {}).get("loss"),
+                             "train_seconds": metrics.get("train", {}).get("train_runtime"),
+                             **{k: statistics.fmean(v for v in doc[f] if v is not None) if any(
+                                 v is not None for v in doc[f]) else None for k, (f, _, _) in METRICS.items()},
+                             "degeneracy": degeneracy_stats(doc["outputs"])})
+            for method in cfg.methods:  # every panel gets every method
+                for eps in cfg.eps:
+                    for delta in cfg.delta:
+                        src = (method if method_keys(method, eps, cfg.fdpo_lambda) is not None else "dpo", eps,
+                               delta if reads_flags(method) else cfg.delta[0])
+                        docs[(method, eps, delta, seed)] = trained[src]
+    finally:
+        ev.close()
+
+    summary = []
+    for method in cfg.methods:
+        for eps in cfg.eps:
+            for delta in cfg.delta:
+                cell = summarise_cell([docs[(method, eps, delta, s)] for s in cfg.seeds], cfg)
+                cell.update(method=method, eps=eps, delta=delta,
+                            reuses=("dpo" if method_keys(method, eps, cfg.fdpo_lambda) is None else None))
+                summary.append(cell)
+    base_cell = summarise_cell(list(base_docs.values()), cfg)
+    base_deg = base_cell["degeneracy"]
+    for cell in summary:
+        cell["degenerate_reasons"] = degenerate_reasons(cell["degeneracy"], base_deg, cfg.degeneracy)
+    doc = {"version": RESULTS_VERSION, "config": asdict(cfg), "calibration": calibration, "base": base_cell,
+           "runs": runs, "summary": summary}
+    atomic_write_json(out / "results.json", doc)
+    plots = [plot_metric(doc, m, out / f"{m}_vs_noise.png") for m in METRICS]
+    report = write_report(doc, plots, out / "report.md")
+    return {"report": str(report), "plots": [str(p) for p in plots], "results": str(out / "results.json"),
+            "summary": summary}
+
+
+def sweep_plan(cfg: NoiseSweepConfig) -> list[tuple[str, float, float]]:
+    """Every (method, ε, δ) that is trained: flag-blind methods once per ε (at the first δ), flag-reading ones per δ."""
+    plan = []
+    for eps in cfg.eps:
+        for method in cfg.methods:
+            for delta in (cfg.delta if reads_flags(method) else cfg.delta[:1]):
+                plan.append((method, eps, delta))
+    return plan
+
+
+def count_runs(cfg: NoiseSweepConfig) -> dict[str, int]:
+    """Training runs of a full sweep (for sizing): calibration grid + per seed the plan minus the DPO stand-ins."""
+    per_seed = sum(1 for m, e, _ in sweep_plan(cfg) if method_keys(m, e, cfg.fdpo_lambda) is not None)
+    return {"calibration": len(cfg.calibration.learning_rates) * len(cfg.calibration.steps),
+            "per_seed": per_seed, "sweep": per_seed * len(cfg.seeds)}
