@@ -17,8 +17,9 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 from transformers import TrainerCallback
@@ -240,8 +241,10 @@ def _check_f2c_args(script_args: Any, training_args: Any, model_args: Any) -> No
                          "class_balance) with DeepSpeed")
 
 
-def _consistency_data(script_args: Any, training_args: Any) -> tuple[list, dict, list | None, dict | None, str]:
-    """F²C's (train, train info, dev, dev info, rows fingerprint); the info dicts have :func:`load_split`'s keys."""
+def _consistency_data(script_args: Any, training_args: Any, out_dir: Path, main: bool,
+                      ) -> tuple[list, dict, list | None, dict | None, str]:
+    """F²C's (train, train info, dev, dev info, rows fingerprint); the info dicts have :func:`load_split`'s keys.
+    Nothing is written (``out_dir`` and ``main`` keep the signature of :func:`_preference_data`)."""
     from alignkit.trainers.data import consistency_dev_split, load_consistency_set
 
     train = load_consistency_set(script_args.dataset_path, training_args, script_args.dataset_split or "train")
@@ -325,9 +328,6 @@ def run_training(script_args: Any, training_args: Any, model_args: Any, callback
     an eval set: a final evaluation) — plus the trainer's own keys: F-DPO ``flip``, ``flip_counts`` (and
     ``train_set_rewards`` when asked); F²C ``f2c`` (collapse events, early stopping, class balance)."""
     init_deepspeed_comm()  # before any model is loaded (ZeRO-3 zero.Init)
-    from transformers import AutoTokenizer
-    from trl import get_peft_config, get_quantization_config
-
     from alignkit.models import resolve_model
 
     f2c = _is_f2c(training_args)
@@ -335,10 +335,8 @@ def run_training(script_args: Any, training_args: Any, model_args: Any, callback
     main = training_args.process_index == 0
     if f2c:
         _check_f2c_args(script_args, training_args, model_args)
-        train_ds, train_info, eval_ds, eval_info, rows_fp = _consistency_data(script_args, training_args)
-    else:
-        train_ds, train_info, eval_ds, eval_info = _preference_data(script_args, training_args, out_dir, main)
-        rows_fp = rows_fingerprint(train_ds)
+    load_data = _consistency_data if f2c else _preference_data
+    train_ds, train_info, eval_ds, eval_info, rows_fp = load_data(script_args, training_args, out_dir, main)
 
     # Decide about resuming before any model is loaded, so a mismatch stops in seconds.
     fp_config = fingerprint_config(resolved_config(script_args, training_args, model_args), rows_fp)
@@ -354,43 +352,9 @@ def run_training(script_args: Any, training_args: Any, model_args: Any, callback
                                   trust_remote_code=bool(getattr(model_args, "trust_remote_code", False)))
     if zero3_set and main:
         logger.warning("ZeRO-3: sized by the model's hidden size (unset in the DeepSpeed config): %s", zero3_set)
-    if f2c:
-        from alignkit.trainers.f2c_trainer import DevLossEarlyStopping, F2CTrainer
-
-        tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=bool(
-            getattr(model_args, "trust_remote_code", False)), revision=getattr(model_args, "model_revision", None))
-        stopper = None
-        if training_args.early_stopping_patience:
-            stopper = DevLossEarlyStopping(training_args.early_stopping_patience,
-                                           training_args.early_stopping_min_steps)
-            callbacks.append(stopper)
-        trainer = F2CTrainer(model=_f2c_model(model_path, training_args, model_args), args=training_args,
-                             train_dataset=train_ds, eval_dataset=eval_ds, processing_class=tokenizer,
-                             callbacks=callbacks)
-        base_shares = None
-        if training_args.class_balance == "quota":
-            from alignkit.losses.f2c import ClassQuota
-
-            # Measured before train(): a resumed run loads its checkpoint inside train(), so this is the base.
-            base_shares = trainer.predicted_class_shares(train_ds[: training_args.class_balance_examples])
-            trainer.quota = ClassQuota(base_shares)
-            logger.warning("class_balance=quota (alignkit's addition, not F2C): base model class shares %s",
-                           [round(x, 3) for x in base_shares])
-    else:
-        from alignkit.trainers.fdpo_trainer import FDPOTrainer
-
-        if training_args.model_init_kwargs is None:
-            training_args.model_init_kwargs = {
-                k: v for k, v in {"dtype": model_args.dtype, "attn_implementation": model_args.attn_implementation,
-                                  "revision": model_args.model_revision}.items() if v is not None}
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=training_args.trust_remote_code)
-        except OSError as exc:  # hub errors often do not say which model they were fetching
-            raise OSError(f"field model_name_or_path: cannot load {model_path}: {exc}") from exc
-        trainer = FDPOTrainer(
-            model=model_path, args=training_args, train_dataset=train_ds, eval_dataset=eval_ds,
-            processing_class=tokenizer, peft_config=get_peft_config(model_args),
-            quantization_config=get_quantization_config(model_args), callbacks=callbacks)
+    build = _build_f2c if f2c else _build_fdpo
+    built = build(model_path, training_args, model_args, train_ds, eval_ds, callbacks)
+    trainer = built.trainer
 
     result = trainer.train(resume_from_checkpoint=checkpoint)
     from alignkit.trainers.hub_push import trainer_push_off
@@ -407,28 +371,12 @@ def run_training(script_args: Any, training_args: Any, model_args: Any, callback
         "global_step": trainer.state.global_step,
         "world_size": trainer.accelerator.num_processes,
         **peak_memory(),
+        **built.metrics(),
     }
-    if f2c:
-        metrics["f2c"] = {
-            "collapse_events": trainer.collapse_events,
-            "early_stopping": None if stopper is None else {
-                "stopped_at": stopper.stopped_at, "best_dev_loss": stopper.best, "best_step": stopper.best_step},
-            "class_balance": training_args.class_balance, "base_class_shares": base_shares,
-            "quota_counts": None if trainer.quota is None else trainer.quota.counts}
-    else:
-        metrics["flip_counts"] = getattr(trainer, "flip_counts", {})
-        # whether the F-DPO label flip ran on the data and how many rows it swapped per split
-        metrics["flip"] = {"applied": bool(getattr(training_args, "apply_flip", False)),
-                           "swapped": getattr(trainer, "flip_counts", {})}
-        # F²C's dev loss is logged during training (early stopping reads it); F-DPO evaluates once at the end
-        if eval_ds is not None:
-            metrics["eval"] = trainer.evaluate()
-        if getattr(training_args, "train_set_rewards", False):
-            metrics["train_set_rewards"] = trainer.train_set_rewards()
     metrics = _plain(metrics)
     if trainer.accelerator.is_main_process:
-        if f2c:
-            tokenizer.save_pretrained(str(out_dir))
+        if built.save_tokenizer:
+            built.tokenizer.save_pretrained(str(out_dir))
         config = resolved_config(script_args, training_args, model_args)
         config["model_path_resolved"] = model_path
         atomic_write_text(out_dir / "alignkit_config.yaml", yaml.safe_dump(config, sort_keys=True))
@@ -442,9 +390,95 @@ def run_training(script_args: Any, training_args: Any, model_args: Any, callback
     return {**metrics, **hub, "output_dir": str(out_dir.resolve())}
 
 
+@dataclass
+class _Built:
+    """A trainer family's part of a run: the trainer, its tokenizer, and its own metrics.json keys (read after
+    training)."""
+
+    trainer: Any
+    tokenizer: Any
+    metrics: Callable[[], dict[str, Any]]
+    save_tokenizer: bool = False
+
+
+def _build_f2c(model_path: str, training_args: Any, model_args: Any, train_ds: Any, eval_ds: Any,
+               callbacks: list) -> _Built:
+    """The F²C trainer, with dev-loss early stopping and the class quota when the recipe asks; its metrics: ``f2c``
+    (collapse events, early stopping, class balance)."""
+    from transformers import AutoTokenizer
+
+    from alignkit.trainers.f2c_trainer import DevLossEarlyStopping, F2CTrainer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=bool(
+        getattr(model_args, "trust_remote_code", False)), revision=getattr(model_args, "model_revision", None))
+    stopper = None
+    if training_args.early_stopping_patience:
+        stopper = DevLossEarlyStopping(training_args.early_stopping_patience, training_args.early_stopping_min_steps)
+        callbacks.append(stopper)
+    trainer = F2CTrainer(model=_f2c_model(model_path, training_args, model_args), args=training_args,
+                         train_dataset=train_ds, eval_dataset=eval_ds, processing_class=tokenizer,
+                         callbacks=callbacks)
+    base_shares = None
+    if training_args.class_balance == "quota":
+        from alignkit.losses.f2c import ClassQuota
+
+        # Measured before train(): a resumed run loads its checkpoint inside train(), so this is the base.
+        base_shares = trainer.predicted_class_shares(train_ds[: training_args.class_balance_examples])
+        trainer.quota = ClassQuota(base_shares)
+        logger.warning("class_balance=quota (alignkit's addition, not F2C): base model class shares %s",
+                       [round(x, 3) for x in base_shares])
+
+    def metrics() -> dict[str, Any]:
+        return {"f2c": {
+            "collapse_events": trainer.collapse_events,
+            "early_stopping": None if stopper is None else {
+                "stopped_at": stopper.stopped_at, "best_dev_loss": stopper.best, "best_step": stopper.best_step},
+            "class_balance": training_args.class_balance, "base_class_shares": base_shares,
+            "quota_counts": None if trainer.quota is None else trainer.quota.counts}}
+
+    return _Built(trainer, tokenizer, metrics, save_tokenizer=True)
+
+
+def _build_fdpo(model_path: str, training_args: Any, model_args: Any, train_ds: Any, eval_ds: Any,
+                callbacks: list) -> _Built:
+    """The F-DPO-family trainer (TRL's DPOTrainer underneath); its metrics: ``flip_counts``, ``flip``, ``eval`` (a
+    final evaluation when there is an eval set) and ``train_set_rewards`` when asked."""
+    from transformers import AutoTokenizer
+    from trl import get_peft_config, get_quantization_config
+
+    from alignkit.trainers.fdpo_trainer import FDPOTrainer
+
+    if training_args.model_init_kwargs is None:
+        training_args.model_init_kwargs = {
+            k: v for k, v in {"dtype": model_args.dtype, "attn_implementation": model_args.attn_implementation,
+                              "revision": model_args.model_revision}.items() if v is not None}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=training_args.trust_remote_code)
+    except OSError as exc:  # hub errors often do not say which model they were fetching
+        raise OSError(f"field model_name_or_path: cannot load {model_path}: {exc}") from exc
+    trainer = FDPOTrainer(
+        model=model_path, args=training_args, train_dataset=train_ds, eval_dataset=eval_ds,
+        processing_class=tokenizer, peft_config=get_peft_config(model_args),
+        quantization_config=get_quantization_config(model_args), callbacks=callbacks)
+
+    def metrics() -> dict[str, Any]:
+        out: dict[str, Any] = {"flip_counts": getattr(trainer, "flip_counts", {}),
+                               # whether the F-DPO label flip ran on the data and how many rows it swapped per split
+                               "flip": {"applied": bool(getattr(training_args, "apply_flip", False)),
+                                        "swapped": getattr(trainer, "flip_counts", {})}}
+        # F²C's dev loss is logged during training (early stopping reads it); F-DPO evaluates once at the end
+        if eval_ds is not None:
+            out["eval"] = trainer.evaluate()
+        if getattr(training_args, "train_set_rewards", False):
+            out["train_set_rewards"] = trainer.train_set_rewards()
+        return out
+
+    return _Built(trainer, tokenizer, metrics)
+
+
 def _preference_data(script_args: Any, training_args: Any, out_dir: Path, main: bool):
-    """F-DPO's (train, train info, eval, eval info): validated preference pairs from files or the hub; only the main
-    process writes the rejects files."""
+    """F-DPO's (train, train info, eval, eval info, rows fingerprint): validated preference pairs from files or the
+    hub; only the main process writes the rejects files."""
     from alignkit.trainers.data import load_split
     from alignkit.trainers.fdpo_config import FLAG_LOSSES
 
@@ -460,4 +494,4 @@ def _preference_data(script_args: Any, training_args: Any, out_dir: Path, main: 
             script_args.eval_dataset_path, script_args.eval_split, require_flags=require_flags,
             on_invalid=script_args.on_invalid, max_samples=script_args.max_eval_samples,
             rejects_to=out_dir / "eval.jsonl" if main else None)
-    return train_ds, train_info, eval_ds, eval_info
+    return train_ds, train_info, eval_ds, eval_info, rows_fingerprint(train_ds)
