@@ -99,7 +99,9 @@ def readme_block(doc: dict) -> str:
     for metric, title in (("hallucination_rate", f"Hallucination rate of generated answers (reference judge; lower is "
                                                   f"better; base model {_fmt(base_h)})"),
                           ("reward_acc", "Held-out preference accuracy (implicit reward; higher is better; the base "
-                                         "model's is 0.5)")):
+                                         "model's is 0.5)"),
+                          ("reward_margin", "Held-out implicit reward margin (nats, factual − hallucinated; its scale "
+                                            "depends on the loss, so read it along ε within a method)")):
         lines += [f"{title}, mean over seeds [{pct}% bootstrap interval]:", "",
                   "| method | δ | " + " | ".join(f"ε={e:g}" for e in cfg["eps"]) + " |",
                   "|---|---|" + "---|" * len(cfg["eps"])]

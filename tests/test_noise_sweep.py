@@ -16,6 +16,7 @@ from alignkit.experiments.noise_sweep import (
     count_runs,
     degeneracy_stats,
     method_keys,
+    per_item_scores,
     run_noise_sweep,
     seeds_bootstrap,
     sweep_plan,
@@ -243,7 +244,19 @@ def test_noise_sweep_tiny_end_to_end_and_resume(tmp_path, tiny_model, monkeypatc
     text = readme.read_text()
     assert text.startswith("intro\n") and text.endswith("outro\n") and "OLD-BLOCK" not in text
     assert "| fdpo | 0.3 |" in text and "against the best flag-blind baseline F-DPO" in text
-    assert text.index("Hallucination rate of generated answers") < text.index("Held-out preference accuracy")
+    assert text.index("Hallucination rate of generated answers") < text.index("Held-out preference accuracy") \
+        < text.index("Held-out implicit reward margin")
     doc = (tmp_path / "docs" / "noise_sweep.md").read_text()
     assert "](noise_sweep/reward_acc_vs_noise.png)" in doc
     assert (tmp_path / "docs" / "noise_sweep" / "hallucination_rate_vs_noise.png").is_file()
+
+
+def test_per_item_scores_hand_computed():
+    """Implicit reward = policy − reference log-likelihood; rank and margin of factual over hallucinated."""
+    policy = [[-1.0, -5.0], [-2.0, -2.0], [-3.0, -1.0]]
+    ref = [[-2.0, -4.0], [-2.0, -2.0], [-1.0, -2.0]]
+    s = per_item_scores(policy, ref)
+    assert s["reward_correct"] == [1.0, 0.5, 0.0]  # rewards (1, -1), (0, 0), (-2, 1)
+    assert s["reward_margin"] == [2.0, 0.0, -3.0]
+    assert s["loglik_correct"] == [1.0, 0.5, 0.0]
+

@@ -19,7 +19,8 @@ Held-out metrics (test items never trained or calibrated on):
 (a) **preference accuracy** — share of held-out clean pairs (factual vs contradicting answer) whose implicit reward
     log π(y|x) − log π_ref(y|x) ranks the factual answer higher (ties count ½; the reference is the base, i.e. the
     adapter disabled). Log-likelihoods only. ``loglik_acc``, the policy's own log-likelihood ranking, is reported
-    beside it because the base's implicit reward is 0 everywhere (accuracy ½ by definition);
+    beside it because the base's implicit reward is 0 everywhere (accuracy ½ by definition), and ``reward_margin``,
+    the mean reward gap in nats, because the accuracy saturates at 1.0 on easy pairs;
 (b) **hallucination rate** of greedy answers to held-out questions (reference judge);
 (c) **degeneracy guards** on the same answers: mean length (words), distinct-2, share of empty and of repeated
     (looping) outputs.

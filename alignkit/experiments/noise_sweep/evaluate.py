@@ -114,6 +114,8 @@ class Evaluator:
         if path.is_file():
             doc = json.loads(path.read_text())
             if doc.get("key") == key:
+                if ref is not None:  # scores derived from the cached log-probabilities follow the current code
+                    doc.update(per_item_scores(doc["logprobs"], ref))
                 return doc
         lp = self.logprobs(items, adapter)
         outs, halluc = self.answers(items, n_generate, adapter)
@@ -178,9 +180,12 @@ def _hf_pair_logprobs(backend: Any, reqs: list[tuple[str, str]], adapter: str | 
 
 def per_item_scores(policy: list[list[float]], ref: list[list[float]]) -> dict[str, list[float]]:
     """reward_correct: 1 / ½ / 0 as the implicit reward ranks the factual answer above / level with / below the
-    hallucinated one; loglik_correct: the same for the policy's own log-likelihoods."""
+    hallucinated one; reward_margin: by how much, in nats (the implicit reward of the factual answer minus that of the
+    hallucinated one; it keeps ranking runs where the accuracy sits at 1.0); loglik_correct: the ranking by the
+    policy's own log-likelihoods."""
     def rank(a: float, b: float) -> float:
         return 1.0 if a > b else 0.5 if a == b else 0.0
 
     return {"reward_correct": [rank(p[0] - r[0], p[1] - r[1]) for p, r in zip(policy, ref)],
+            "reward_margin": [(p[0] - r[0]) - (p[1] - r[1]) for p, r in zip(policy, ref)],
             "loglik_correct": [rank(p[0], p[1]) for p in policy]}

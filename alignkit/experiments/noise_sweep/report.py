@@ -102,8 +102,11 @@ def write_report(doc: dict[str, Any], plots: list[Path], path: Path) -> Path:
         arrow = "↑" if higher else "↓"
         base = doc["base"][metric]
         lines += [f"## {label} {arrow}", ""]
-        lines.append("Base model: " + ("0.5 by definition (implicit reward 0)." if metric == "reward_acc"
-                                       else f"{_fmt(base)}."))
+        lines.append("Base model: " + ("0.5 by definition (implicit reward 0)." if metric == "reward_acc" else
+                                       "0 by definition (implicit reward 0). The margin's scale depends on the loss "
+                                       "(cDPO's smoothing and IPO's squared target bound it by design), so compare "
+                                       "a method's cells along ε rather than methods with each other."
+                                       if metric == "reward_margin" else f"{_fmt(base)}."))
         lines.append("")
         for delta in cfg["delta"]:
             lines += [f"**δ = {delta:g}**", "", "| method | " + " | ".join(f"ε={e:g}" for e in cfg["eps"]) + " |",

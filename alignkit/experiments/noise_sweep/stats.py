@@ -36,6 +36,7 @@ def seeds_bootstrap(per_seed: list[list[float]], *, n_resamples: int, confidence
 
 METRICS = {  # name -> (per-item field, higher is better, label)
     "reward_acc": ("reward_correct", True, "held-out preference accuracy (implicit reward)"),
+    "reward_margin": ("reward_margin", True, "held-out implicit reward margin (nats, factual − hallucinated)"),
     "loglik_acc": ("loglik_correct", True, "held-out log-likelihood ranking accuracy"),
     "hallucination_rate": ("hallucinated", False, "hallucination rate of generated answers"),
 }
