@@ -114,8 +114,8 @@ def readme_block(doc: dict) -> str:
     saturated = [c for c in doc["summary"] if c["reward_acc"]["mean"] is not None and c["reward_acc"]["low"] >= 0.99]
     if saturated:
         lines += [f"Preference accuracy is at its ceiling (interval ≥ 0.99) in {len(saturated)} of "
-                  f"{len(doc['summary'])} cells: there it cannot rank methods, and the hallucination rate is the "
-                  "comparison that can.", ""]
+                  f"{len(doc['summary'])} cells: there it cannot rank methods; the hallucination rate can, and so can "
+                  "the reward margin along ε within one method.", ""]
     lines += ["What it shows (disjoint intervals = a difference; overlapping = cannot be told apart):", "",
               "Hallucination rate:", ""]
     lines += findings(doc, "hallucination_rate", higher=False)
