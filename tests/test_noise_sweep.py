@@ -4,6 +4,7 @@ resumption are asserted, numbers are not)."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -108,8 +109,8 @@ def test_plan_trains_flag_blind_methods_once_per_eps():
     plan = sweep_plan(cfg)
     assert sum(1 for m, _, _ in plan if m == "dpo") == 2
     assert sum(1 for m, _, _ in plan if m == "fdpo") == 6
-    # per seed: dpo ×2, cdpo@true at ε=0.2 only, fdpo ×6
-    assert count_runs(cfg) == {"calibration": 4, "per_seed": 9, "sweep": 27}
+    # per seed: dpo ×2, cdpo@true at ε=0.2 only, fdpo ×6 minus (ε=0.2, δ=0), which trains on the (ε=0, δ=0) data
+    assert count_runs(cfg) == {"calibration": 4, "per_seed": [8, 8, 8], "sweep": 24}
 
 
 def test_config_validation(tmp_path):
@@ -155,8 +156,10 @@ def test_shared_prompt_scorer_matches_full_loglikelihood(tiny_model):
 
     _, items = build_factworld(0, 11, rho=0.0, seed=5)
     ev = Evaluator(NoiseSweepConfig(model=tiny_model, backend_options={"batch_size": 4}), tiny_model)
-    fast = ev.logprobs(items, None)  # prompt once, its cache repeated for the two answers
-    full = ev.backend.loglikelihood(ev._requests(items))  # every (prompt, answer) in full
+    fast = ev.logprobs(items, None)  # each prompt once for its two answers, the system turn once for all
+    unshared = Evaluator(NoiseSweepConfig(model=tiny_model, backend_options={"batch_size": 4,
+                                                                             "prefix_sharing": False}), tiny_model)
+    full = unshared.backend.loglikelihood(unshared._requests(items))  # every (prompt, answer) in full
     assert len(fast) == 11
     for i, (a, b) in enumerate(fast):
         assert a == pytest.approx(full[2 * i].logprob, abs=1e-3)
@@ -169,7 +172,8 @@ def test_noise_sweep_tiny_end_to_end_and_resume(tmp_path, tiny_model, monkeypatc
     import alignkit.train
 
     cfg = NoiseSweepConfig(
-        output_dir=str(tmp_path / "sweep"), model=tiny_model, methods=["dpo", "cdpo@true", "fdpo"],
+        output_dir=str(tmp_path / "sweep"), record_dir=str(tmp_path / "record"), model=tiny_model,
+        methods=["dpo", "cdpo@true", "fdpo"],
         eps=[0.0, 0.4], delta=[0.0, 0.3], seeds=[0, 1], n_train=8, n_val=6, n_test=8, n_generate=4,
         n_val_generate=4, max_new_tokens=4, calibration={"learning_rates": [1e-3], "steps": [1, 2]},
         backend="hf", backend_options={"batch_size": 8}, n_resamples=200,
@@ -225,6 +229,14 @@ def test_noise_sweep_tiny_end_to_end_and_resume(tmp_path, tiny_model, monkeypatc
     assert any(r["judge_noise"]["h_w"] or r["judge_noise"]["h_l"] for r in rows)
     fdpo_runs = [r for r in doc["runs"] if r["method"] == "fdpo"]
     assert len(fdpo_runs) == 2 * 2 * 2 and all("train" in r["flip_counts"] for r in fdpo_runs)
+    # with perfect flags the flip undoes every order swap: F-DPO at ε = 0.4, δ = 0 is its ε = 0 run, said so
+    for r in fdpo_runs:
+        if r["eps"] == 0.0:
+            assert r["same_training_as"] is None
+        elif r["delta"] == 0.0:
+            assert r["same_training_as"] == "eps0_delta0/fdpo"
+            assert r["flip_counts"]["train"] == round(0.4 * 8)  # every swapped pair is swapped back
+    assert cells[("fdpo", 0.4, 0.0)]["reward_acc"] == cells[("fdpo", 0.0, 0.0)]["reward_acc"]
     for metric in METRICS:
         assert (out / f"{metric}_vs_noise.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     report = (out / "report.md").read_text()
@@ -234,6 +246,13 @@ def test_noise_sweep_tiny_end_to_end_and_resume(tmp_path, tiny_model, monkeypatc
     calls.clear()
     again = run_noise_sweep(cfg, progress=lambda msg: None)
     assert calls == [] and again["summary"] == result["summary"]
+
+    # the record alone (no adapters, no output_dir) resumes the sweep elsewhere: nothing is retrained
+    shutil.rmtree(out)
+    bases = 1 + 2  # validation, and the test items of each seed
+    assert len(list((tmp_path / "record").rglob("*.json"))) == bases + counts["calibration"] + counts["sweep"]
+    elsewhere = run_noise_sweep(cfg, progress=lambda msg: None)
+    assert calls == [] and elsewhere["summary"] == result["summary"]
 
     # the publishing script copies the report and plots and rewrites only the README block between its markers
     readme = tmp_path / "README.md"

@@ -29,7 +29,10 @@ Cells are means over seeds; intervals are percentile bootstraps (``scipy.stats.b
 within each seed; the seed-to-seed range is reported beside them. Before any comparison a calibration on a
 validation split picks the learning rate and steps (see :func:`calibrate`).
 
-Everything lands under ``output_dir``; finished data, runs and evaluations are reused by a rerun (resumable).
+Everything lands under ``output_dir``; finished data, runs and evaluations are reused by a rerun (resumable). With
+``record_dir`` the small per-run results are also kept apart from the adapters, so a committed record resumes the
+sweep on another machine. Cells whose training data is identical (F-DPO and DPO + flip at δ = 0: the flip undoes
+every order swap) are trained once and say so (``same_training_as`` in ``results.json``).
 
 Modules: ``config`` (methods, YAML fields), ``data`` (splits, noised training files), ``evaluate`` (held-out scoring
 and degeneracy guards), ``stats`` (cell summaries, bootstrap intervals), ``sweep`` (training runs, calibration, the
@@ -44,22 +47,28 @@ from alignkit.experiments.noise_sweep.config import (
     method_keys,
     reads_flags,
 )
-from alignkit.experiments.noise_sweep.data import SeedData, heldout_pairs, noisy_train, seed_data
+from alignkit.experiments.noise_sweep.data import SeedData, heldout_pairs, noisy_train, seed_data, training_view
 from alignkit.experiments.noise_sweep.evaluate import Evaluator, degeneracy_stats, degenerate_reasons, per_item_scores
 from alignkit.experiments.noise_sweep.report import plot_metric, write_report
 from alignkit.experiments.noise_sweep.stats import METRICS, seeds_bootstrap, single_interval, summarise_cell
 from alignkit.experiments.noise_sweep.sweep import (
     RESULTS_VERSION,
+    Record,
     calibrate,
     count_runs,
     run_noise_sweep,
+    scored_base,
+    scored_run,
     sweep_plan,
+    train_key,
     train_run,
 )
 
 __all__ = [
-    "METRICS", "RESULTS_VERSION", "CalibrationConfig", "DegeneracyConfig", "Evaluator", "NoiseSweepConfig", "SeedData",
+    "METRICS", "RESULTS_VERSION", "CalibrationConfig", "DegeneracyConfig", "Evaluator", "NoiseSweepConfig", "Record",
+    "SeedData",
     "calibrate", "check_method", "count_runs", "degeneracy_stats", "degenerate_reasons", "heldout_pairs",
     "method_keys", "noisy_train", "per_item_scores", "plot_metric", "reads_flags", "run_noise_sweep", "seed_data",
-    "seeds_bootstrap", "single_interval", "summarise_cell", "sweep_plan", "train_run", "write_report",
+    "scored_base", "scored_run", "seeds_bootstrap", "single_interval", "summarise_cell", "sweep_plan", "train_key",
+    "train_run", "training_view", "write_report",
 ]

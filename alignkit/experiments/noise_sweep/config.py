@@ -85,6 +85,10 @@ class DegeneracyConfig:
 @dataclass
 class NoiseSweepConfig:
     output_dir: str = field(default="runs/noise-sweep", metadata={"help": "where data, runs and the report go"})
+    record_dir: str | None = field(default=None, metadata={
+        "help": "where the small per-run results go (log-probabilities, answers, judgements, training metrics; "
+                "no adapters), keyed by training recipe + data + evaluation settings: commit it to resume the sweep "
+                "on another machine or rebuild its report"})
     model: str = field(default="smollm2-135m-instruct", metadata={"help": "base model (name, dir or hub id)"})
     base_recipe: str = field(default="recipes/smollm2-135m/dpo.yaml", metadata={
         "help": "one training recipe for every method; each method's loss keys go on top, then `overrides`"})

@@ -13,6 +13,8 @@ from alignkit.experiments.noise_sweep.config import DegeneracyConfig, NoiseSweep
 from alignkit.experiments.noise_sweep.data import heldout_pairs
 from alignkit.utils import atomic_write_json, stable_hash
 
+# 2: pair log-likelihoods from the backend's shared-prefix scorer (equal to the full computation within 1e-4)
+EVAL_VERSION = 2
 _WORD = re.compile(r"\w+|[^\w\s]")
 
 
@@ -81,11 +83,9 @@ class Evaluator:
 
     def logprobs(self, items: list[dict], adapter: str | None) -> list[list[float]]:
         """[log P(factual | prompt), log P(hallucinated | prompt)] per item, tokenised as lm-evaluation-harness does
-        (:func:`alignkit.inference.encode_pair`)."""
-        reqs = self._requests(items)
-        if self.cfg.backend == "hf":
-            return _hf_pair_logprobs(self.backend, reqs, adapter)
-        res = self.backend.loglikelihood(reqs, adapter=adapter)
+        (:func:`alignkit.inference.encode_pair`). The hf backend's shared-prefix scorer computes each prompt once
+        for its two answers, and the chat template's system turn once for all items."""
+        res = self.backend.loglikelihood(self._requests(items), adapter=adapter)
         return [[res[2 * i].logprob, res[2 * i + 1].logprob] for i in range(len(items))]
 
     def answers(self, items: list[dict], n: int, adapter: str | None) -> tuple[list[str], list[float | None]]:
@@ -104,13 +104,18 @@ class Evaluator:
             for it, o in zip(chosen, outs)])
         return outs, [is_hallucinated(j.as_dict()) for j in judged]
 
+    def settings_key(self, items: list[dict], n_generate: int) -> str:
+        """What an evaluation depends on besides the model's weights: items, generation and scoring settings, the
+        base model's name and the evaluation code's version."""
+        return stable_hash([EVAL_VERSION, [it["id"] for it in items], n_generate, self.cfg.max_new_tokens,
+                            self.cfg.backend, self.cfg.backend_options, self.cfg.model])
+
     def evaluate(self, path: Path, items: list[dict], n_generate: int, adapter: str | None,
                  ref: list[list[float]] | None) -> dict[str, Any]:
-        """Per-item scores of one model, cached in ``path`` (keyed by items, settings and the adapter's files)."""
+        """Per-item scores of one model, cached in ``path`` (keyed by the settings and the adapter's files)."""
         from alignkit.inference import adapter_fingerprint
 
-        key = stable_hash([[it["id"] for it in items], n_generate, self.cfg.max_new_tokens, self.cfg.backend,
-                           self.cfg.backend_options, adapter_fingerprint(adapter), self.base_path])
+        key = stable_hash([self.settings_key(items, n_generate), adapter_fingerprint(adapter), self.base_path])
         if path.is_file():
             doc = json.loads(path.read_text())
             if doc.get("key") == key:
@@ -131,51 +136,6 @@ class Evaluator:
         if self._backend is not None and hasattr(self._backend, "close"):
             self._backend.close()
         self._backend = None
-
-
-def _hf_pair_logprobs(backend: Any, reqs: list[tuple[str, str]], adapter: str | None) -> list[list[float]]:
-    """The hf backend's ``loglikelihood`` for pairs of answers to one prompt, with the prompt computed once: the
-    prompt runs alone (no vocabulary projection but for its last position), its KV cache is repeated for the two
-    answers, and only the answer tokens go through the model again. The same numbers as scoring each
-    (prompt, answer) in full, at roughly half the cost — the prompts (context paragraph + question) are most of the
-    tokens. Uses the backend's adapter switch, so the reference is the base with the adapter disabled."""
-    import torch
-
-    from alignkit.inference import encode_pair
-
-    tok, model, bs = backend.tokenizer, backend.model, backend.batch_size
-    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    items = []
-    for i in range(0, len(reqs), 2):
-        (ctx_a, ans_a), (ctx_b, ans_b) = encode_pair(tok, *reqs[i]), encode_pair(tok, *reqs[i + 1])
-        if ctx_a != ctx_b:  # the two requests of an item share the context by construction
-            raise ValueError("pair scoring needs one context per pair")
-        items.append((ctx_a, ans_a, ans_b))
-    out: list[list[float]] = []
-    with backend._activate(adapter), torch.inference_mode():
-        for start in range(0, len(items), bs):
-            batch = items[start:start + bs]
-            lp = max(len(c) for c, _, _ in batch)
-            ids = torch.tensor([[pad] * (lp - len(c)) + c for c, _, _ in batch])
-            mask = torch.tensor([[0] * (lp - len(c)) + [1] * len(c) for c, _, _ in batch])
-            pos = (mask.cumsum(-1) - 1).clamp(min=0)
-            first = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
-            cache = first.past_key_values
-            cache.batch_repeat_interleave(2)  # rows: item0-factual, item0-hallucinated, item1-factual, ...
-            answers = [a for _, fa, ha in batch for a in (fa, ha)]
-            la = max(len(a) for a in answers)
-            a_ids = torch.tensor([a + [pad] * (la - len(a)) for a in answers])
-            a_mask = torch.tensor([[1] * len(a) + [0] * (la - len(a)) for a in answers])
-            full_mask = torch.cat([mask.repeat_interleave(2, dim=0), a_mask], dim=1)
-            a_pos = mask.sum(-1).repeat_interleave(2)[:, None] + torch.arange(la)[None, :]
-            second = model(input_ids=a_ids, attention_mask=full_mask, position_ids=a_pos, past_key_values=cache)
-            # the prompt's last position predicts answer token 0; answer position j predicts token j + 1
-            logits = torch.cat([first.logits[:, -1:].float().repeat_interleave(2, dim=0),
-                                second.logits[:, :-1].float()], dim=1)
-            logp = torch.log_softmax(logits, dim=-1).gather(-1, a_ids[..., None]).squeeze(-1)
-            sums = (logp * a_mask).sum(-1).tolist()
-            out += [[sums[2 * k], sums[2 * k + 1]] for k in range(len(batch))]
-    return out
 
 
 def per_item_scores(policy: list[list[float]], ref: list[list[float]]) -> dict[str, list[float]]:

@@ -8,10 +8,10 @@ import shutil
 import statistics
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from alignkit.experiments.noise_sweep.config import NoiseSweepConfig, method_keys, method_slug, reads_flags, repo_path
-from alignkit.experiments.noise_sweep.data import SeedData, noisy_train, seed_data
+from alignkit.experiments.noise_sweep.data import SeedData, noised_rows, noisy_train, seed_data, training_view
 from alignkit.experiments.noise_sweep.evaluate import Evaluator, degeneracy_stats, degenerate_reasons, per_item_scores
 from alignkit.experiments.noise_sweep.report import plot_metric, write_report
 from alignkit.experiments.noise_sweep.stats import METRICS, single_interval, summarise_cell
@@ -21,13 +21,18 @@ RESULTS_VERSION = 2
 
 
 # -- training -------------------------------------------------------------------------------------------------------
-def train_run(recipe: dict[str, Any], run_dir: Path, reuse: list[Path] = ()) -> Path:
-    """Train ``recipe`` into ``run_dir`` unless a finished run with the same recipe is there (or in one of the
+def train_key(recipe: dict[str, Any], data_key: str) -> str:
+    """A training run's identity: its recipe (without where it writes and reads) and what its data trains on
+    (:func:`training_view`), so two cells with identical training data are one run."""
+    return stable_hash([{k: v for k, v in recipe.items() if k not in ("output_dir", "dataset_path")}, data_key])
+
+
+def train_run(recipe: dict[str, Any], run_dir: Path, key: str, reuse: Sequence[Path] = ()) -> Path:
+    """Train ``recipe`` into ``run_dir`` unless a finished run with the same ``key`` is there (or in one of the
     ``reuse`` folders, which is then copied). An unfinished or different run in ``run_dir`` is removed first (the
     folder belongs to the sweep), so the trainer never resumes a run with other settings."""
     from alignkit.train import train_from_config
 
-    key = stable_hash({k: v for k, v in recipe.items() if k != "output_dir"})
     if _finished(run_dir, key):
         return run_dir
     if run_dir.exists():
@@ -57,8 +62,65 @@ def base_training_recipe(cfg: NoiseSweepConfig) -> dict[str, Any]:
     return recipe
 
 
+# -- the record: what the report needs, apart from the adapters -------------------------------------------------
+_METRIC_KEYS = ("flip_counts", "global_step", "final", "train")
+
+
+class Record:
+    """Small per-model results (per-item log-probabilities, answers, judgements, training metrics) under
+    ``record_dir``, one JSON file per evaluated model, keyed by the training run's identity and the evaluation
+    settings, never by file paths. They are a few tens of kB each, so a sweep's record can be committed: a rerun on
+    another machine reuses every recorded run without its adapter, and the report can be rebuilt from it. Without
+    ``record_dir`` nothing is written and nothing is reused from here (``output_dir`` still caches)."""
+
+    def __init__(self, root: str | None) -> None:
+        self.root = Path(root) if root else None
+
+    def get(self, name: str, key: str) -> dict[str, Any] | None:
+        path = self.root / f"{name}.json" if self.root else None
+        if path is None or not path.is_file():
+            return None
+        doc = json.loads(path.read_text())
+        return doc if doc.get("key") == key else None
+
+    def put(self, name: str, key: str, payload: dict[str, Any]) -> dict[str, Any]:
+        doc = {"key": key, **payload}
+        if self.root:
+            atomic_write_json(self.root / f"{name}.json", doc)
+        return doc
+
+
+def _with_scores(raw: dict[str, Any], ref: list[list[float]] | None) -> dict[str, Any]:
+    doc = {k: raw[k] for k in ("logprobs", "outputs", "hallucinated")}
+    return {**doc, **per_item_scores(doc["logprobs"], ref)} if ref is not None else doc
+
+
+def scored_base(ev: Evaluator, rec: Record, name: str, path: Path, items: list[dict], n_generate: int) -> dict:
+    """The base model's evaluation (its own reference)."""
+    key = stable_hash(["base", ev.settings_key(items, n_generate)])
+    hit = rec.get(name, key) or rec.put(name, key, _with_scores(ev.evaluate(path, items, n_generate, None, None),
+                                                                None))
+    return _with_scores(hit, hit["logprobs"])
+
+
+def scored_run(ev: Evaluator, rec: Record, name: str, recipe: dict[str, Any], tkey: str, run_dir: Path,
+               split: str, items: list[dict], n_generate: int, ref: list[list[float]],
+               reuse: Sequence[Path] = ()) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(evaluation, training metrics) of one training run: from the record, else trained (or found in
+    ``output_dir``) and evaluated on ``items``, then recorded."""
+    key = stable_hash([tkey, split, ev.settings_key(items, n_generate)])
+    hit = rec.get(name, key)
+    if hit is None:
+        train_run(recipe, run_dir, tkey, reuse)
+        doc = ev.evaluate(run_dir / f"{split}_eval.json", items, n_generate, str(run_dir.resolve()), ref)
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        hit = rec.put(name, key, {"train_key": tkey, **_with_scores(doc, None),
+                                  "metrics": {k: metrics[k] for k in _METRIC_KEYS if k in metrics}})
+    return _with_scores(hit, ref), hit["metrics"]
+
+
 # -- calibration ----------------------------------------------------------------------------------------------------
-def calibrate(cfg: NoiseSweepConfig, out: Path, ev: Evaluator, data: SeedData, recipe: dict[str, Any],
+def calibrate(cfg: NoiseSweepConfig, out: Path, ev: Evaluator, rec: Record, data: SeedData, recipe: dict[str, Any],
               progress: Callable[[str], None]) -> dict[str, Any]:
     """Train DPO at ε = 0 for every (lr, steps) of the grid on the calibration seed and score it on the
     validation split (never the test items). A setting passes when (1) its implicit-reward accuracy interval lies
@@ -68,19 +130,20 @@ def calibrate(cfg: NoiseSweepConfig, out: Path, ev: Evaluator, data: SeedData, r
     The passing setting with the highest validation reward accuracy is chosen (ties: fewer steps, then lower lr).
     When none passes, the best non-degenerate one is used and the report says so."""
     cdir = out / "calibration"
-    base = ev.evaluate(cdir / "base_eval.json", data.val, cfg.n_val_generate, None, None)
-    base_ll = single_interval(per_item_scores(base["logprobs"], base["logprobs"])["loglik_correct"], cfg)
+    base = scored_base(ev, rec, "calibration/base", cdir / "base_eval.json", data.val, cfg.n_val_generate)
+    base_ll = single_interval(base["loglik_correct"], cfg)
     base_deg = degeneracy_stats(base["outputs"])
-    train_path = noisy_train(cfg, data, 0.0, 0.0, out)
+    train_path, rows = noisy_train(cfg, data, 0.0, 0.0, out)
+    data_key, _ = training_view(rows, apply_flip=False)
     table = []
     for lr in cfg.calibration.learning_rates:
         for steps in cfg.calibration.steps:
             progress(f"calibration lr={lr:g} steps={steps}")
-            run_dir = train_run({**recipe, **method_keys("dpo", 0.0, cfg.fdpo_lambda), "dataset_path": str(train_path),
-                                 "learning_rate": lr, "max_steps": steps, "seed": data.seed},
-                                cdir / f"lr{lr:g}_steps{steps}")
-            doc = ev.evaluate(run_dir / "val_eval.json", data.val, cfg.n_val_generate, str(run_dir.resolve()),
-                              base["logprobs"])
+            run = {**recipe, **method_keys("dpo", 0.0, cfg.fdpo_lambda), "dataset_path": str(train_path),
+                   "learning_rate": lr, "max_steps": steps, "seed": data.seed}
+            doc, _ = scored_run(ev, rec, f"calibration/lr{lr:g}_steps{steps}", run, train_key(run, data_key),
+                                cdir / f"lr{lr:g}_steps{steps}", "val", data.val, cfg.n_val_generate,
+                                base["logprobs"])
             ra = single_interval(doc["reward_correct"], cfg)
             la = single_interval(doc["loglik_correct"], cfg)
             deg = degeneracy_stats(doc["outputs"])
@@ -113,8 +176,9 @@ def run_noise_sweep(cfg: NoiseSweepConfig, *, progress: Callable[[str], None] | 
     recipe = base_training_recipe(cfg)
     datas = {s: seed_data(cfg, s) for s in cfg.seeds}
     cal_data = datas.get(cfg.calibration_seed) or seed_data(cfg, cfg.calibration_seed)
+    rec = Record(cfg.record_dir)
     try:
-        calibration = calibrate(cfg, out, ev, cal_data, recipe, say)
+        calibration = calibrate(cfg, out, ev, rec, cal_data, recipe, say)
         chosen = calibration["chosen"]
         say(f"calibration chose lr={chosen['learning_rate']:g}, steps={chosen['max_steps']} "
             f"({'passed' if calibration['passed'] else 'NO setting passed'})")
@@ -126,26 +190,35 @@ def run_noise_sweep(cfg: NoiseSweepConfig, *, progress: Callable[[str], None] | 
         plan = sweep_plan(cfg)
         for seed in cfg.seeds:
             data = datas[seed]
-            sdir = out / "eval" / f"seed{seed}"
-            base_docs[seed] = ev.evaluate(sdir / "base.json", data.test, cfg.n_generate, None, None)
-            base_docs[seed].update(per_item_scores(base_docs[seed]["logprobs"], base_docs[seed]["logprobs"]))
+            base_docs[seed] = scored_base(ev, rec, f"seed{seed}/base", out / "eval" / f"seed{seed}" / "base.json",
+                                          data.test, cfg.n_generate)
             ref = base_docs[seed]["logprobs"]
             trained: dict[tuple[str, float, float], dict] = {}
+            by_key: dict[str, tuple[dict, dict, str]] = {}  # one training per identity (see training_view)
             for i, (method, eps, delta) in enumerate(plan):
                 keys = method_keys(method, eps, cfg.fdpo_lambda)
                 if keys is None:
                     continue  # plain DPO: filled from the dpo run below
+                cell = f"eps{eps:g}_delta{delta:g}/{method_slug(method)}"
+                train_path, rows = noisy_train(cfg, data, eps, delta, out)
+                data_key, swapped = training_view(rows, apply_flip=keys["apply_flip"])
+                run = {**recipe, **keys, "dataset_path": str(train_path), "seed": seed}
+                tkey = train_key(run, data_key)
+                same_as = by_key[tkey][2] if tkey in by_key else None
                 say(f"seed {seed} ({cfg.seeds.index(seed) + 1}/{len(cfg.seeds)}), {method} ε={eps:g} δ={delta:g} "
-                    f"({i + 1}/{len(plan)})")
-                train_path = noisy_train(cfg, data, eps, delta, out)
-                run_dir = out / "runs" / f"seed{seed}" / f"eps{eps:g}_delta{delta:g}" / method_slug(method)
-                train_run({**recipe, **keys, "dataset_path": str(train_path), "seed": seed}, run_dir,
-                          reuse=sorted((out / "calibration").glob("lr*_steps*")))
-                doc = ev.evaluate(run_dir / "test_eval.json", data.test, cfg.n_generate, str(run_dir.resolve()), ref)
+                    f"({i + 1}/{len(plan)})" + (f": the same training data as {same_as}" if same_as else ""))
+                if same_as:
+                    doc, metrics, _ = by_key[tkey]
+                    metrics = {**metrics, "flip_counts": {"train": swapped}}
+                else:
+                    doc, metrics = scored_run(ev, rec, f"seed{seed}/{cell}", run, tkey, out / "runs" / f"seed{seed}" /
+                                              cell, "test", data.test, cfg.n_generate, ref,
+                                              reuse=sorted((out / "calibration").glob("lr*_steps*")))
+                    by_key[tkey] = (doc, metrics, cell)
                 trained[(method, eps, delta)] = doc
-                metrics = json.loads((run_dir / "metrics.json").read_text())
-                runs.append({"seed": seed, "method": method, "eps": eps, "delta": delta, "run_dir": str(run_dir),
-                             "flip_counts": metrics.get("flip_counts", {}), "global_step": metrics.get("global_step"),
+                runs.append({"seed": seed, "method": method, "eps": eps, "delta": delta, "cell": cell,
+                             "same_training_as": same_as, "flip_counts": metrics.get("flip_counts", {}),
+                             "global_step": metrics.get("global_step"),
                              "final_loss": metrics.get("final", {}).get("loss"),
                              "train_seconds": metrics.get("train", {}).get("train_runtime"),
                              **{k: statistics.fmean(v for v in doc[f] if v is not None) if any(
@@ -191,8 +264,19 @@ def sweep_plan(cfg: NoiseSweepConfig) -> list[tuple[str, float, float]]:
     return plan
 
 
-def count_runs(cfg: NoiseSweepConfig) -> dict[str, int]:
-    """Training runs of a full sweep (for sizing): calibration grid + per seed the plan minus the DPO stand-ins."""
-    per_seed = sum(1 for m, e, _ in sweep_plan(cfg) if method_keys(m, e, cfg.fdpo_lambda) is not None)
+def count_runs(cfg: NoiseSweepConfig) -> dict[str, Any]:
+    """Training runs of a full sweep (for sizing): the calibration grid, and per seed one run per distinct (method
+    keys, training data) of the plan — the DPO stand-ins and the cells whose data the flip makes identical
+    (:func:`training_view`) are not trained again. Builds each seed's rows (no files written)."""
+    per_seed = []
+    for seed in cfg.seeds:
+        data = seed_data(cfg, seed)
+        identities = set()
+        for method, eps, delta in sweep_plan(cfg):
+            keys = method_keys(method, eps, cfg.fdpo_lambda)
+            if keys is not None:
+                view, _ = training_view(noised_rows(data, eps, delta)[0], apply_flip=keys["apply_flip"])
+                identities.add((stable_hash(keys), view))
+        per_seed.append(len(identities))
     return {"calibration": len(cfg.calibration.learning_rates) * len(cfg.calibration.steps),
-            "per_seed": per_seed, "sweep": per_seed * len(cfg.seeds)}
+            "per_seed": per_seed, "sweep": sum(per_seed)}
