@@ -241,6 +241,7 @@ def test_noise_sweep_tiny_end_to_end_and_resume(tmp_path, tiny_model, monkeypatc
         assert (out / f"{metric}_vs_noise.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     report = (out / "report.md").read_text()
     assert "## Calibration" in report and "**δ = 0.3**" in report and "| fdpo |" in report
+    assert "`fdpo` at ε = 0.4, δ = 0 is the run `eps0_delta0/fdpo` (seeds 0, 1)" in report
 
     # a third run retrains nothing, re-evaluates nothing, and gives the same summary
     calls.clear()

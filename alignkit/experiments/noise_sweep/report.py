@@ -52,6 +52,21 @@ def _fmt(c: dict[str, Any]) -> str:
     return f"{c['mean']:.3f} [{c['low']:.3f}, {c['high']:.3f}]"
 
 
+def _same_training(runs: list[dict[str, Any]]) -> list[str]:
+    """A paragraph naming the cells that trained on another cell's data (identical after the flip), if any."""
+    seeds: dict[tuple[str, float, float, str], list[int]] = {}
+    for r in runs:
+        if r.get("same_training_as"):
+            seeds.setdefault((r["method"], r["eps"], r["delta"], r["same_training_as"]), []).append(r["seed"])
+    if not seeds:
+        return []
+    parts = [f"`{m}` at ε = {e:g}, δ = {d:g} is the run `{src}` (seeds {', '.join(map(str, ss))})"
+             for (m, e, d, src), ss in sorted(seeds.items())]
+    return ["Trained once for identical data: after the F-DPO flip these cells' training data equal another cell's, "
+            "row for row (with correct flags the flip swaps every order-swapped pair back), so they show that run: "
+            + "; ".join(parts) + ".", ""]
+
+
 def write_report(doc: dict[str, Any], plots: list[Path], path: Path) -> Path:
     cfg, cal = doc["config"], doc["calibration"]
     pct = int(cfg["confidence"] * 100)
@@ -72,6 +87,7 @@ def write_report(doc: dict[str, Any], plots: list[Path], path: Path) -> Path:
         "(`scipy.stats.bootstrap`)]. Judge noise changes only the training data of the flag-reading methods "
         "(`fdpo`, `dpo+flip`); the other methods' cells are the same runs in every δ table.",
         "",
+        *_same_training(doc["runs"]),
         "## Calibration (validation split, DPO at ε = 0)",
         "",
         f"Seed {cal['seed']}, {cal['n_val']} validation pairs, {cal['n_val_generate']} validation answers. A setting "
