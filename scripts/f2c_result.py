@@ -7,7 +7,8 @@ without alignkit's class-balance control.
 2. build the RTE validation consistency set with the same templates, seed and held-out draw;
 3. score the base model and each adapter with the `prompt_consistency` task (hf backend) on the 5 held-out formats;
 4. write the table (markdown + JSON) and copy it into the README. Nothing is tuned on the held-out formats or the
-   validation split. A rerun resumes: trained adapters and cached scores are reused.
+   validation split. A rerun resumes: trained adapters (when trained with the same recipe and overrides) and cached
+   scores are reused.
 
 Run from the repo root:  flock /tmp/alignkit-heavy.lock .venv/bin/python scripts/f2c_result.py
 Smaller (faster) configuration:  ... scripts/f2c_result.py --set consistency_examples=32 --set max_steps=8 --limit 40
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -61,10 +63,11 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="recipe override for every variant (e.g. a smaller configuration); stated in the doc")
     ap.add_argument("--note", default=None, help="a sentence for the doc, e.g. why a smaller configuration was used")
+    ap.add_argument("--readme", default=str(REPO / "README.md"), help="README whose f2c block is rewritten")
     ap.add_argument("--readme-only", action="store_true", help="only copy the doc's table into the README")
     args = ap.parse_args()
     if args.readme_only:
-        update_readme(Path(args.doc))
+        update_readme(Path(args.doc), Path(args.readme))
         return
 
     from alignkit.builders.consistency import ConsistencyBuildConfig, build_consistency
@@ -74,7 +77,7 @@ def main() -> None:
     from alignkit.inference.hf import HFBackend
     from alignkit.resources import resolve_data
     from alignkit.train import load_recipe, parse_dict, train_from_config
-    from alignkit.utils import atomic_write_json
+    from alignkit.utils import atomic_write_json, atomic_write_text, stable_hash
 
     out = Path(args.out)
     overrides = _parse_set(args.set)
@@ -85,11 +88,18 @@ def main() -> None:
     train_metrics: dict[str, dict] = {}
     for label, extra in VARIANTS.items():
         adapter = out / _slug(label)
-        if not (adapter / "adapter_config.json").is_file():  # rerun resumes: training is the expensive part
+        run = {**recipe, **extra, "output_dir": str(adapter)}
+        # a rerun resumes (training is the expensive part), but only the run asked for: other settings retrain
+        key = stable_hash({k: v for k, v in run.items() if k != "output_dir"})
+        marker = adapter / "f2c_result_key"
+        if not (marker.is_file() and marker.read_text() == key and (adapter / "adapter_config.json").is_file()):
+            if adapter.exists():
+                shutil.rmtree(adapter)
             t0 = time.time()
-            train_from_config({**recipe, **extra, "output_dir": str(adapter)})
+            train_from_config(run)
+            atomic_write_text(marker, key)
             print(f"{label}: trained in {time.time() - t0:.0f} s", file=sys.stderr)
-        train_metrics[label] = _run_layout(json.loads((adapter / "metrics.json").read_text(encoding="utf-8")))
+        train_metrics[label] = json.loads((adapter / "metrics.json").read_text(encoding="utf-8"))
     val = out / "rte-validation.jsonl"
     info = build_consistency(ConsistencyBuildConfig(
         data=recipe["dataset_path"], templates=targs.consistency_templates, output=str(val), split="validation",
@@ -109,17 +119,7 @@ def main() -> None:
         | ({} if label == "base" else {"recipe_overrides": {**overrides, **VARIANTS[label]},
                                        "train": _train_summary(train_metrics[label])})
         for label, r in results.items()})
-    update_readme(Path(args.doc))
-
-
-def _run_layout(m: dict) -> dict:
-    """``metrics.json`` in the run layout of alignkit.trainers.runner. An adapter trained before F2C shared that layout
-    (flat keys; the rerun keeps such adapters instead of retraining) is read into it, so its numbers still appear."""
-    if "f2c" in m or "collapse_events" not in m:
-        return m
-    f2c_keys = ("collapse_events", "early_stopping", "class_balance", "base_class_shares", "quota_counts")
-    return {**m, "train": {k: v for k, v in m.items() if k.startswith("train_") or k in ("epoch", "total_flos")},
-            "data": {"train": {"n_used": m.get("n_examples")}}, "f2c": {k: m.get(k) for k in f2c_keys}}
+    update_readme(Path(args.doc), Path(args.readme))
 
 
 def _train_summary(m: dict) -> dict:
@@ -146,7 +146,7 @@ def write_doc(args: Any, recipe: dict, overrides: dict, info: dict, results: dic
     cmd = "scripts/f2c_result.py" + "".join(f" --set {shlex.quote(s)}" for s in args.set) + (
         f" --limit {args.limit}" if args.limit else "") + (" --note …" if args.note else "")
     lines = [
-        "# F²C on RTE with SmolLM2-135M-Instruct: held-out prompt formats, before and after",
+        f"# F²C on RTE with `{recipe['model_name_or_path']}`: held-out prompt formats, before and after",
         "",
         f"Generated by `{cmd}` (recipe `{Path(args.recipe).relative_to(REPO)}`); do not edit by hand.",
         "",
@@ -221,7 +221,7 @@ def write_doc(args: Any, recipe: dict, overrides: dict, info: dict, results: dic
     print("\n".join(lines))
 
 
-def update_readme(doc: Path) -> None:
+def update_readme(doc: Path, readme: Path) -> None:
     """Copy the before/after table and the class shares of the generated doc into the README's f2c block (never
     typed by hand)."""
     import re
@@ -234,7 +234,6 @@ def update_readme(doc: Path) -> None:
     table = "\n".join(text[start:end])
     notes = [line for line in text if line.startswith(("Predicted classes", "Collapse (", "**Smaller"))]
     block = "<!-- f2c:begin -->\n" + table + "\n" + "".join(f"\n{line}\n" for line in notes) + "<!-- f2c:end -->"
-    readme = REPO / "README.md"
     body = readme.read_text(encoding="utf-8")
     atomic_write_text(readme, re.sub(r"<!-- f2c:begin -->.*?<!-- f2c:end -->", lambda _: block, body, flags=re.S))
 
