@@ -78,6 +78,30 @@ def findings(doc: dict, metric: str = "reward_acc", higher: bool = True) -> list
     return out
 
 
+def retention(doc: dict, metric: str = "reward_margin") -> list[str]:
+    """How much of each method's ε = 0 value it keeps at the largest ε (ratio of the seed means), per δ: the
+    robustness reading of a metric whose scale differs between losses."""
+    from alignkit.experiments.noise_sweep import reads_flags
+
+    cfg = doc["config"]
+    lo, hi = min(cfg["eps"]), max(cfg["eps"])
+    if lo == hi:
+        return []
+    out = []
+    for delta in cfg["delta"]:
+        kept = []
+        for method in cfg["methods"]:
+            if not reads_flags(method) and delta != cfg["delta"][0]:
+                continue  # flag-blind methods: the same runs in every δ
+            a, b = _cell(doc, method, lo, delta)[metric]["mean"], _cell(doc, method, hi, delta)[metric]["mean"]
+            if a and b is not None:
+                kept.append(f"{method} {100 * b / a:.0f}%")
+        if kept:
+            out.append(f"- δ = {delta:g}" + (" (flag-reading methods; the others as above)" if delta != cfg["delta"][0]
+                                             else "") + ": " + ", ".join(kept) + ".")
+    return out
+
+
 def readme_block(doc: dict) -> str:
     from alignkit.experiments.noise_sweep import reads_flags
 
@@ -121,6 +145,15 @@ def readme_block(doc: dict) -> str:
     lines += findings(doc, "hallucination_rate", higher=False)
     lines += ["", "Preference accuracy:", ""]
     lines += findings(doc)
+    kept = retention(doc)
+    if kept:
+        lines += ["", f"Reward margin kept at ε = {max(cfg['eps']):g}, as a share of the same method's margin at "
+                  f"ε = {min(cfg['eps']):g} (ratio of seed means):", ""] + kept
+    same = sorted({(r["method"], r["eps"], r["delta"]) for r in doc["runs"] if r.get("same_training_as")})
+    if same:
+        lines += ["", "By construction, not measured: " + ", ".join(f"{m} at ε = {e:g}, δ = {d:g}" for m, e, d in same)
+                  + " trained on exactly the data of the same method at ε = 0 and the same δ (the flip undid every "
+                  "order swap, as it always does with correct flags), so those cells repeat that run."]
     flagged = sum(1 for c in doc["summary"] if c["degenerate_reasons"])
     lines += ["", f"Degeneracy guards flagged {flagged} of {len(doc['summary'])} cells (see the doc)."]
     return "\n".join(lines)

@@ -264,6 +264,9 @@ def test_noise_sweep_tiny_end_to_end_and_resume(tmp_path, tiny_model, monkeypatc
     text = readme.read_text()
     assert text.startswith("intro\n") and text.endswith("outro\n") and "OLD-BLOCK" not in text
     assert "| fdpo | 0.3 |" in text and "against the best flag-blind baseline F-DPO" in text
+    assert "Reward margin kept at ε = 0.4, as a share of the same method's margin at ε = 0" in text
+    construction = next(line for line in text.splitlines() if line.startswith("By construction, not measured:"))
+    assert "fdpo at ε = 0.4, δ = 0" in construction and "trained on exactly the data" in construction
     assert text.index("Hallucination rate of generated answers") < text.index("Held-out preference accuracy") \
         < text.index("Held-out implicit reward margin")
     doc = (tmp_path / "docs" / "noise_sweep.md").read_text()
