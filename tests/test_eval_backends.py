@@ -24,7 +24,7 @@ PAIRS = [
 GREEDY = SamplingConfig(max_new_tokens=20)
 
 
-def make_adapter(base_dir: str, out: Path) -> Path:
+def make_adapter(base_dir: str, out: Path, seed: int = 0) -> Path:
     """A LoRA adapter with random (non-zero) B matrices, so it visibly changes the model."""
     import torch
     from peft import LoraConfig, get_peft_model
@@ -32,7 +32,7 @@ def make_adapter(base_dir: str, out: Path) -> Path:
 
     model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
     peft_model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"]))
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     with torch.no_grad():
         for name, p in peft_model.named_parameters():
             if "lora_B" in name:
@@ -121,6 +121,18 @@ def test_merged_adapter_is_the_same_model(hf, adapter, embedded_model):
     hf_merged = get_backend("hf", merged, batch_size=4)
     _per_token_close(hf.loglikelihood(PAIRS, adapter=adapter), hf_merged.loglikelihood(PAIRS), tol=1e-4)
     assert hf_merged.generate(PROMPTS, GREEDY) == hf.generate(PROMPTS, GREEDY, adapter=adapter)
+
+
+def test_merge_lora_backend_computes_what_the_unmerged_adapter_does(hf, adapter, embedded_model, tmp_path):
+    """merge_lora=True merges the active adapter into the weights and reloads the base to leave it: the same
+    log-likelihoods (float rounding) and greedy text as peft's unmerged adapter, for adapter, base, other adapter."""
+    other = str(make_adapter(embedded_model, tmp_path / "other", seed=1))
+    fast = get_backend("hf", embedded_model, batch_size=4, merge_lora=True)
+    for name in (adapter, None, other, adapter):
+        _per_token_close(hf.loglikelihood(PAIRS, adapter=name), fast.loglikelihood(PAIRS, adapter=name), tol=1e-4)
+        assert fast.generate(PROMPTS, GREEDY, adapter=name) == hf.generate(PROMPTS, GREEDY, adapter=name)
+    # the three models differ (else the comparison above would prove nothing)
+    assert len({round(hf.loglikelihood(PAIRS[:1], adapter=a)[0].logprob, 3) for a in (adapter, None, other)}) == 3
 
 
 # --- log-likelihoods on the shared-prefix HF scorer whatever the generation backend (backends/split.py) -------------

@@ -22,6 +22,7 @@ from alignkit.experiments.noise_sweep import (
     seeds_bootstrap,
     sweep_plan,
 )
+from alignkit.experiments.noise_sweep.sweep import train_key
 
 
 def _rows(n: int) -> list[dict]:
@@ -113,6 +114,19 @@ def test_plan_trains_flag_blind_methods_once_per_eps():
     assert count_runs(cfg) == {"calibration": 4, "per_seed": [8, 8, 8], "sweep": 24}
 
 
+def test_dpo_with_a_flip_that_changes_nothing_is_the_dpo_run():
+    """The F-DPO loss at λ = 0 is the DPO loss: DPO + flip trains as DPO does on the data the flip leaves, so with
+    correct flags it is DPO's ε = 0 run at every ε, and with judge noise a run of its own."""
+    recipe = {"learning_rate": 1e-4, "output_dir": "a", "dataset_path": "x.jsonl", "fdpo_lambda": 10.0}
+    dpo = train_key({**recipe, **method_keys("dpo", 0.0, 10.0)}, "view")
+    assert train_key({**recipe, **method_keys("dpo+flip", 0.3, 10.0), "output_dir": "b"}, "view") == dpo
+    assert train_key({**recipe, **method_keys("fdpo", 0.0, 10.0)}, "view") != dpo  # λ = 10 is another loss
+    assert train_key({**recipe, **method_keys("dpo+flip", 0.0, 10.0)}, "other view") != dpo
+    cfg = NoiseSweepConfig(methods=["dpo", "dpo+flip"], eps=[0.0, 0.2], delta=[0.0, 0.3], seeds=[0])
+    # dpo ×2 and dpo+flip at δ = 0.3 ×2 (its ε = 0 and 0.2 runs with δ = 0 are DPO's ε = 0 run)
+    assert count_runs(cfg)["per_seed"] == [4]
+
+
 def test_config_validation(tmp_path):
     with pytest.raises(ValueError, match=r"eps values must be in \[0, 0.5\)"):
         NoiseSweepConfig(output_dir=str(tmp_path), eps=[0.6])
@@ -173,10 +187,10 @@ def test_noise_sweep_tiny_end_to_end_and_resume(tmp_path, tiny_model, monkeypatc
 
     cfg = NoiseSweepConfig(
         output_dir=str(tmp_path / "sweep"), record_dir=str(tmp_path / "record"), model=tiny_model,
-        methods=["dpo", "cdpo@true", "fdpo"],
+        methods=["dpo", "cdpo@true", "fdpo", "dpo+flip"],
         eps=[0.0, 0.4], delta=[0.0, 0.3], seeds=[0, 1], n_train=8, n_val=6, n_test=8, n_generate=4,
         n_val_generate=4, max_new_tokens=4, calibration={"learning_rates": [1e-3], "steps": [1, 2]},
-        backend="hf", backend_options={"batch_size": 8}, n_resamples=200,
+        backend="hf", backend_options={"batch_size": 8, "merge_lora": True}, n_resamples=200,
         overrides={"per_device_train_batch_size": 2, "max_length": 128, "logging_steps": 1},
     )
     real = alignkit.train.train_from_config
@@ -237,11 +251,22 @@ def test_noise_sweep_tiny_end_to_end_and_resume(tmp_path, tiny_model, monkeypatc
             assert r["same_training_as"] == "eps0_delta0/fdpo"
             assert r["flip_counts"]["train"] == round(0.4 * 8)  # every swapped pair is swapped back
     assert cells[("fdpo", 0.4, 0.0)]["reward_acc"] == cells[("fdpo", 0.0, 0.0)]["reward_acc"]
+    # DPO + flip with correct flags trains exactly as DPO at ε = 0 does (the flip leaves the ε = 0 rows; λ = 0 is DPO)
+    for r in doc["runs"]:
+        if r["method"] == "dpo+flip" and r["delta"] == 0.0:
+            assert r["same_training_as"] == "eps0_delta0/dpo"
+    assert cells[("dpo+flip", 0.4, 0.0)]["reward_acc"] == cells[("dpo", 0.0, 0.0)]["reward_acc"]
+    # every model's training and evaluation time is recorded and summed for the report
+    bases = 1 + 2  # validation, and the test items of each seed
+    assert doc["time"]["models"] == bases + counts["calibration"] + counts["sweep"] and doc["time"]["untimed"] == 0
+    assert doc["time"]["train_seconds"] > 0 and doc["time"]["eval_seconds"] > 0
     for metric in METRICS:
         assert (out / f"{metric}_vs_noise.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     report = (out / "report.md").read_text()
     assert "## Calibration" in report and "**δ = 0.3**" in report and "| fdpo |" in report
     assert "`fdpo` at ε = 0.4, δ = 0 is the run `eps0_delta0/fdpo` (seeds 0, 1)" in report
+    assert "`dpo+flip` at ε = 0, δ = 0 is the run `eps0_delta0/dpo` (seeds 0, 1)" in report
+    assert "## Compute time" in report
 
     # a third run retrains nothing, re-evaluates nothing, and gives the same summary
     calls.clear()
@@ -250,7 +275,6 @@ def test_noise_sweep_tiny_end_to_end_and_resume(tmp_path, tiny_model, monkeypatc
 
     # the record alone (no adapters, no output_dir) resumes the sweep elsewhere: nothing is retrained
     shutil.rmtree(out)
-    bases = 1 + 2  # validation, and the test items of each seed
     assert len(list((tmp_path / "record").rglob("*.json"))) == bases + counts["calibration"] + counts["sweep"]
     elsewhere = run_noise_sweep(cfg, progress=lambda msg: None)
     assert calls == [] and elsewhere["summary"] == result["summary"]

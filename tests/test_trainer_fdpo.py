@@ -337,3 +337,36 @@ def test_trl_aliases_and_recipes_parse():
         assert args.pair_loss in ("dpo", "fdpo", "cdpo", "rdpo", "ipo"), p
         if "qlora" in p.name:
             assert model_args.load_in_4bit and model_args.use_peft and model_args.lora_r == 32
+
+
+def test_fused_head_scores_only_the_labelled_positions_on_the_cpu(tiny_model, monkeypatch):
+    """compact_lm_head_on_cpu: TRL's fused LM head projects only the positions with a label on the CPU too (the
+    prompt positions are most of a preference pair), with the log-probabilities of the full computation."""
+    import trl.trainer.utils as trl_utils
+    from transformers import AutoModelForCausalLM
+
+    from alignkit.trainers.fdpo_trainer import compact_lm_head_on_cpu
+
+    assert compact_lm_head_on_cpu() and trl_utils._use_triton(torch.device("cpu"))
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32).eval()
+    torch.manual_seed(0)
+    ids = torch.randint(0, model.config.vocab_size, (2, 12))
+    labels = ids.masked_fill(torch.arange(12) < 7, -100)  # a 7-token prompt, a 5-token completion
+    with torch.no_grad():
+        full = torch.log_softmax(model(input_ids=ids).logits[:, :-1], -1).gather(-1, ids[:, 1:, None]).squeeze(-1)
+    rows = []
+    kernel = trl_utils._ChunkedLogProbFunction
+
+    class Spy:
+        @staticmethod
+        def apply(hidden, *args):
+            rows.append(hidden.shape[0])
+            return kernel.apply(hidden, *args)
+
+    monkeypatch.setattr(trl_utils, "_ChunkedLogProbFunction", Spy)
+    trl_utils.add_fused_lm_head(model)
+    with torch.no_grad():
+        fused = model(input_ids=ids, labels=labels, fused_lm_head=True).log_probs
+    assert rows == [2 * 5]  # the labelled positions only, not all 2 × 11
+    mask = labels[:, 1:] != -100
+    assert torch.allclose(fused[mask], full[mask], atol=1e-5) and (fused[~mask] == 0).all()

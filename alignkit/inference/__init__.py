@@ -74,8 +74,8 @@ def adapter_fingerprint(adapter: str | None) -> str | None:
 def get_backend(name: str, base: str, **options: Any) -> Backend:
     """Build a backend for one base model (a name for ``resolve_model`` or a local dir). ``options`` go to the backend
     class (e.g. ``max_model_len``, ``tensor_parallel_size``, ``data_parallel_size``, ``enable_lora`` for vLLM;
-    ``batch_size``, ``prefix_sharing`` for hf). ``vllm+hf`` is vLLM generation with shared-prefix HF log-likelihoods
-    (:class:`alignkit.inference.split.SplitBackend`, what the eval runner uses)."""
+    ``batch_size``, ``prefix_sharing``, ``merge_lora`` for hf). ``vllm+hf`` is vLLM generation with shared-prefix HF
+    log-likelihoods (:class:`alignkit.inference.split.SplitBackend`, what the eval runner uses)."""
     if name in BACKENDS:
         return BACKENDS[name](base, **options)
     gen, plus, scorer = name.partition("+")

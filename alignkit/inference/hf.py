@@ -1,5 +1,10 @@
 """The transformers backend: batched greedy/sampled generation and log-likelihood scoring, peft LoRA adapters.
 
+With ``merge_lora=True`` an adapter is merged into the weights while it is active (no adapter branch in every linear
+layer: greedy generation with a SmolLM2-135M LoRA adapter ran ~1.5x faster on this 2-core CPU, same answers); the base
+weights are reloaded from disk when another adapter or the bare base is asked for, so it suits scoring one adapter at
+a time. Merged and unmerged log-likelihoods agree to ~1e-4 nats (float rounding).
+
 Log-likelihoods go through the shared-prefix scorer (alignkit/inference/prefix_scorer.py: each shared token
 prefix is computed once) unless ``prefix_sharing=False``, which scores every request on its own, as
 lm-evaluation-harness does; the two agree to float rounding. Computes in float32 on the CPU and bfloat16 on CUDA
@@ -24,9 +29,9 @@ class HFBackend:
     def __init__(self, base: str, *, batch_size: int = 8, dtype: str | None = None, device: str | None = None,
                  max_length: int | None = None, progress: bool = False, trust_remote_code: bool = False,
                  prefix_sharing: bool = True, score_batch_tokens: int = 2048, score_batch_kv: int = 32768,
-                 prompt_format: PromptFormat | dict[str, Any] | None = None) -> None:
+                 prompt_format: PromptFormat | dict[str, Any] | None = None, merge_lora: bool = False) -> None:
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoTokenizer
 
         from alignkit.models import resolve_model
 
@@ -41,9 +46,11 @@ class HFBackend:
         if dtype is None:  # bf16 on a GPU that has it (what a GPU user runs), fp32 elsewhere
             dtype = "bfloat16" if self.device.type == "cuda" and torch.cuda.is_bf16_supported() else "float32"
         self.dtype = dtype
+        self.trust_remote_code = trust_remote_code
         self.tokenizer = AutoTokenizer.from_pretrained(self.path, trust_remote_code=trust_remote_code)
-        self.model = AutoModelForCausalLM.from_pretrained(
-            self.path, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code).to(self.device).eval()
+        self.model = self._load_base()
+        self.merge_lora = merge_lora
+        self._merged: str | None = None  # with merge_lora: the adapter whose weights self.model holds (None: the base)
         self.max_length = max_length or int(getattr(self.model.config, "max_position_embeddings", 2048))
         self._pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None \
             else self.tokenizer.eos_token_id
@@ -52,6 +59,13 @@ class HFBackend:
         self.scorer = PrefixScorer(pad_id=self._pad_id, max_length=self.max_length,
                                    max_batch_tokens=score_batch_tokens, max_batch_kv=score_batch_kv)
 
+    def _load_base(self) -> Any:
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        return AutoModelForCausalLM.from_pretrained(self.path, dtype=getattr(torch, self.dtype),
+                                                    trust_remote_code=self.trust_remote_code).to(self.device).eval()
+
     # -- adapters ---------------------------------------------------------------------------------------------------
     def _activate(self, adapter: str | None) -> Any:
         """Return a context manager under which the model computes with ``adapter`` (None = the bare base)."""
@@ -59,6 +73,15 @@ class HFBackend:
 
         from peft import PeftModel
 
+        if self.merge_lora:
+            if adapter != self._merged:
+                if self._merged is not None:  # the weights hold another adapter: start again from the base's
+                    self.model = None
+                    self.model = self._load_base()
+                if adapter is not None:
+                    self.model = PeftModel.from_pretrained(self.model, adapter).merge_and_unload().eval()
+                self._merged = adapter
+            return nullcontext()
         if adapter is None:
             return self.model.disable_adapter() if isinstance(self.model, PeftModel) else nullcontext()
         if adapter not in self._adapters:

@@ -62,8 +62,9 @@ def _same_training(runs: list[dict[str, Any]]) -> list[str]:
         return []
     parts = [f"`{m}` at ε = {e:g}, δ = {d:g} is the run `{src}` (seeds {', '.join(map(str, ss))})"
              for (m, e, d, src), ss in sorted(seeds.items())]
-    return ["Trained once for identical data: after the F-DPO flip these cells' training data equal another cell's, "
-            "row for row (with correct flags the flip swaps every order-swapped pair back), so they show that run: "
+    return ["Trained once for identical training: these cells train exactly as another cell does (after the F-DPO "
+            "flip their rows equal that cell's, row for row: with correct flags the flip swaps every order-swapped "
+            "pair back; and `dpo+flip`'s loss is the DPO loss, which F-DPO's is at λ = 0), so they show that run: "
             + "; ".join(parts) + ".", ""]
 
 
@@ -152,4 +153,13 @@ def write_report(doc: dict[str, Any], plots: list[Path], path: Path) -> Path:
     lines += ["", f"⚠ marks a cell whose answers break a degeneracy bound ({cfg['degeneracy']}). Judge failures "
               f"(left out of the rates): {fails}. Per-run numbers, flip counts and the full configuration: "
               "`results.json`.", ""]
+    t = doc.get("time")
+    if t:
+        lines += ["## Compute time", "",
+                  f"Wall time of each training and evaluation, measured when its record was made and summed over the "
+                  f"{t['models']} models this report uses ({t['trained']} trained): training "
+                  f"{t['train_seconds'] / 60:.0f} min, evaluation {t['eval_seconds'] / 60:.0f} min, "
+                  f"**{t['hours']:.2f} h** in all (building this report not counted); process CPU time "
+                  f"{t.get('cpu_hours', 0):.2f} h over all threads, which other load on the machine does not inflate."
+                  + (f" {t['untimed']} records carry no time (made by an older version)." if t["untimed"] else ""), ""]
     return atomic_write_text(path, "\n".join(lines))

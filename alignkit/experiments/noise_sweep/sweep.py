@@ -6,6 +6,7 @@ import gc
 import json
 import shutil
 import statistics
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -22,9 +23,17 @@ RESULTS_VERSION = 2
 
 # -- training -------------------------------------------------------------------------------------------------------
 def train_key(recipe: dict[str, Any], data_key: str) -> str:
-    """A training run's identity: its recipe (without where it writes and reads) and what its data trains on
-    (:func:`training_view`), so two cells with identical training data are one run."""
-    return stable_hash([{k: v for k, v in recipe.items() if k not in ("output_dir", "dataset_path")}, data_key])
+    """A training run's identity: its recipe and what its data trains on (:func:`training_view`, after the flip
+    when the run flips), so two cells with identical training are one run. Left out: where it writes and reads, and
+    ``apply_flip`` (the data view holds the flip). The F-DPO loss with λ = 0 is the DPO loss, so DPO + flip on data
+    the flip leaves as DPO sees it (no pair flagged (1, 0), or every order-noised pair swapped back) is the DPO run:
+    bit-identical training, checked on the 2026-12-02 sweep."""
+    ident = {k: v for k, v in recipe.items() if k not in ("output_dir", "dataset_path", "apply_flip")}
+    if ident.get("loss_type") == "fdpo" and ident.get("fdpo_lambda") == 0.0:
+        ident["loss_type"] = "dpo"
+    if ident.get("loss_type") != "fdpo":
+        ident.pop("fdpo_lambda", None)
+    return stable_hash([ident, data_key])
 
 
 def train_run(recipe: dict[str, Any], run_dir: Path, key: str, reuse: Sequence[Path] = ()) -> Path:
@@ -75,19 +84,35 @@ class Record:
 
     def __init__(self, root: str | None) -> None:
         self.root = Path(root) if root else None
+        self.seconds: dict[str, dict[str, float]] = {}  # per model used: the wall seconds it took when it was made
 
     def get(self, name: str, key: str) -> dict[str, Any] | None:
         path = self.root / f"{name}.json" if self.root else None
         if path is None or not path.is_file():
             return None
         doc = json.loads(path.read_text())
-        return doc if doc.get("key") == key else None
+        if doc.get("key") != key:
+            return None
+        self.seconds[name] = doc.get("seconds", {})
+        return doc
 
     def put(self, name: str, key: str, payload: dict[str, Any]) -> dict[str, Any]:
         doc = {"key": key, **payload}
+        self.seconds[name] = doc.get("seconds", {})
         if self.root:
             atomic_write_json(self.root / f"{name}.json", doc)
         return doc
+
+    def time_spent(self) -> dict[str, Any]:
+        """Training and evaluation seconds summed over every model this sweep used, each as measured when its record
+        was made (in this process or an earlier one: the sum is the sweep's compute time, however it was split)."""
+        train = sum(s.get("train", 0.0) for s in self.seconds.values())
+        ev = sum(s.get("eval", 0.0) for s in self.seconds.values())
+        cpu = sum(s.get("cpu", 0.0) for s in self.seconds.values())
+        return {"models": len(self.seconds), "untimed": sum(1 for s in self.seconds.values() if not s),
+                "trained": sum(1 for s in self.seconds.values() if s.get("train", 0.0) > 0),
+                "train_seconds": round(train, 1), "eval_seconds": round(ev, 1), "hours": round((train + ev) / 3600, 2),
+                "cpu_hours": round(cpu / 3600, 2)}
 
 
 def _with_scores(raw: dict[str, Any], ref: list[list[float]] | None) -> dict[str, Any]:
@@ -98,8 +123,13 @@ def _with_scores(raw: dict[str, Any], ref: list[list[float]] | None) -> dict[str
 def scored_base(ev: Evaluator, rec: Record, name: str, path: Path, items: list[dict], n_generate: int) -> dict:
     """The base model's evaluation (its own reference)."""
     key = stable_hash(["base", ev.settings_key(items, n_generate)])
-    hit = rec.get(name, key) or rec.put(name, key, _with_scores(ev.evaluate(path, items, n_generate, None, None),
-                                                                None))
+    hit = rec.get(name, key)
+    if hit is None:
+        start, cpu = time.perf_counter(), time.process_time()
+        doc = ev.evaluate(path, items, n_generate, None, None)
+        hit = rec.put(name, key, {**_with_scores(doc, None),
+                                  "seconds": {"eval": round(time.perf_counter() - start, 1),
+                                              "cpu": round(time.process_time() - cpu, 1)}})
     return _with_scores(hit, hit["logprobs"])
 
 
@@ -111,11 +141,16 @@ def scored_run(ev: Evaluator, rec: Record, name: str, recipe: dict[str, Any], tk
     key = stable_hash([tkey, split, ev.settings_key(items, n_generate)])
     hit = rec.get(name, key)
     if hit is None:
-        train_run(recipe, run_dir, tkey, reuse)
+        start, cpu = time.perf_counter(), time.process_time()
+        train_run(recipe, run_dir, tkey, reuse)  # ~0 s when the run was already in output_dir or copied from reuse
+        trained = time.perf_counter()
         doc = ev.evaluate(run_dir / f"{split}_eval.json", items, n_generate, str(run_dir.resolve()), ref)
         metrics = json.loads((run_dir / "metrics.json").read_text())
         hit = rec.put(name, key, {"train_key": tkey, **_with_scores(doc, None),
-                                  "metrics": {k: metrics[k] for k in _METRIC_KEYS if k in metrics}})
+                                  "metrics": {k: metrics[k] for k in _METRIC_KEYS if k in metrics},
+                                  "seconds": {"train": round(trained - start, 1),
+                                              "eval": round(time.perf_counter() - trained, 1),
+                                              "cpu": round(time.process_time() - cpu, 1)}})
     return _with_scores(hit, ref), hit["metrics"]
 
 
@@ -206,7 +241,7 @@ def run_noise_sweep(cfg: NoiseSweepConfig, *, progress: Callable[[str], None] | 
                 tkey = train_key(run, data_key)
                 same_as = by_key[tkey][2] if tkey in by_key else None
                 say(f"seed {seed} ({cfg.seeds.index(seed) + 1}/{len(cfg.seeds)}), {method} ε={eps:g} δ={delta:g} "
-                    f"({i + 1}/{len(plan)})" + (f": the same training data as {same_as}" if same_as else ""))
+                    f"({i + 1}/{len(plan)})" + (f": the same training as {same_as}" if same_as else ""))
                 if same_as:
                     doc, metrics, _ = by_key[tkey]
                     metrics = {**metrics, "flip_counts": {"train": swapped}}
@@ -246,7 +281,7 @@ def run_noise_sweep(cfg: NoiseSweepConfig, *, progress: Callable[[str], None] | 
     for cell in summary:
         cell["degenerate_reasons"] = degenerate_reasons(cell["degeneracy"], base_deg, cfg.degeneracy)
     doc = {"version": RESULTS_VERSION, "config": asdict(cfg), "calibration": calibration, "base": base_cell,
-           "runs": runs, "summary": summary}
+           "runs": runs, "summary": summary, "time": rec.time_spent()}
     atomic_write_json(out / "results.json", doc)
     plots = [plot_metric(doc, m, out / f"{m}_vs_noise.png") for m in METRICS]
     report = write_report(doc, plots, out / "report.md")
@@ -276,7 +311,7 @@ def count_runs(cfg: NoiseSweepConfig) -> dict[str, Any]:
             keys = method_keys(method, eps, cfg.fdpo_lambda)
             if keys is not None:
                 view, _ = training_view(noised_rows(data, eps, delta)[0], apply_flip=keys["apply_flip"])
-                identities.add((stable_hash(keys), view))
+                identities.add(train_key(keys, view))
         per_seed.append(len(identities))
     return {"calibration": len(cfg.calibration.learning_rates) * len(cfg.calibration.steps),
             "per_seed": per_seed, "sweep": sum(per_seed)}
