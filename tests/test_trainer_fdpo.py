@@ -370,3 +370,33 @@ def test_fused_head_scores_only_the_labelled_positions_on_the_cpu(tiny_model, mo
     assert rows == [2 * 5]  # the labelled positions only, not all 2 × 11
     mask = labels[:, 1:] != -100
     assert torch.allclose(fused[mask], full[mask], atol=1e-5) and (fused[~mask] == 0).all()
+
+
+def test_reused_reference_log_probs_train_bit_identically(tiny_model, tmp_path):
+    """reuse_ref_logps: a second run on the same batches takes every reference log-prob from the first and trains
+    exactly as it would alone (same losses and grad norms to the last bit); other batches are computed afresh."""
+    from alignkit.trainers import fdpo_trainer
+
+    data = _write_jsonl(tmp_path / "pairs.jsonl", pref_rows(8, flags=[(0, 1)]))
+    swapped = _write_jsonl(tmp_path / "swapped.jsonl", [
+        {**r, "chosen": r["rejected"], "rejected": r["chosen"], "h_w": 1, "h_l": 0} for r in pref_rows(8)])
+
+    def run(name: str, loss: str, path: Path, reuse: bool) -> list[tuple[float, float]]:
+        metrics = train_from_config({
+            "model_name_or_path": tiny_model, "dataset_path": str(path), "output_dir": str(tmp_path / name),
+            "use_peft": True, "lora_r": 8, "lora_alpha": 16, "lora_target_modules": "all-linear", "max_steps": 2,
+            "learning_rate": 1e-3, "per_device_train_batch_size": 4, "max_length": 64, "report_to": "none",
+            "gradient_checkpointing": False, "save_strategy": "no", "logging_steps": 1, "use_cpu": True,
+            "loss_type": loss, "apply_flip": False, "reuse_ref_logps": reuse, "seed": 0})
+        return [(h["loss"], h["grad_norm"]) for h in metrics["log_history"] if "loss" in h]
+
+    fdpo_trainer._REF_LOGPS.clear()
+    alone = run("alone", "ipo", data, reuse=False)
+    assert fdpo_trainer._REF_LOGPS == {}
+    run("first", "dpo", data, reuse=True)
+    assert len(fdpo_trainer._REF_LOGPS) == 2  # 8 pairs, batches of 4
+    assert run("second", "ipo", data, reuse=True) == alone
+    assert len(fdpo_trainer._REF_LOGPS) == 2  # every batch was a hit
+    run("other", "dpo", swapped, reuse=True)  # other batches: computed, not mistaken for the cached ones
+    assert len(fdpo_trainer._REF_LOGPS) == 4
+    fdpo_trainer._REF_LOGPS.clear()

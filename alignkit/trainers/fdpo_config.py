@@ -128,6 +128,14 @@ class FDPOConfig(DPOConfig):
                           "`flipped` says) when the dataset is prepared. Unset: on for loss_type fdpo only, so a "
                           "dpo/cdpo/rdpo/ipo baseline trains on the data as labelled unless the recipe says true."},
     )
+    reuse_ref_logps: bool = field(
+        default=False,
+        metadata={"help": "Keep each batch's reference log-probs in memory, keyed by the exact batch tensors and the "
+                          "reference's name, dtype and settings, and reuse them in later trainings of the same process "
+                          "(a sweep whose runs see identical batches: same rows, seed and batch size). The result is "
+                          "bit-identical; it assumes a reference name stands for the same frozen weights within the "
+                          "process (true of a hub or local checkpoint). Off by default."},
+    )
     sft_weight: float = field(
         default=0.0,
         metadata={"help": "Weight of an NLL term on the chosen answer (TRL's 'sft' loss, RPO's alpha) added to the "

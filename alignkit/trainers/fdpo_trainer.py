@@ -23,6 +23,8 @@ from alignkit.trainers.collator import FLAG_COLUMNS, FDPODataCollator
 from alignkit.trainers.fdpo_config import FDPOConfig
 
 CONFIG_CLASS = FDPOConfig
+# reference log-probs per batch, shared by the trainers of one process (FDPOConfig.reuse_ref_logps)
+_REF_LOGPS: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 _NON_MODEL_KEYS = {"completion_mask", "ref_chosen_logps", "ref_rejected_logps", *FLAG_COLUMNS}
 
 
@@ -107,7 +109,32 @@ class FDPOTrainer(DPOTrainer):
 
     def compute_ref_log_probs(self, model, inputs):
         # The flags are not model inputs; TRL forwards every non-mask key to the model.
-        return super().compute_ref_log_probs(model, {k: v for k, v in inputs.items() if k not in FLAG_COLUMNS})
+        inputs = {k: v for k, v in inputs.items() if k not in FLAG_COLUMNS}
+        if not self.args.reuse_ref_logps:
+            return super().compute_ref_log_probs(model, inputs)
+        key = self._ref_key(model, inputs)
+        if key not in _REF_LOGPS:
+            _REF_LOGPS[key] = tuple(t.detach().clone() for t in super().compute_ref_log_probs(model, inputs))
+        return _REF_LOGPS[key]
+
+    def _ref_key(self, model, inputs) -> str:
+        """What a batch's reference log-probs depend on: the reference (its name and dtype; with PEFT the base under
+        a disabled adapter or a "ref" adapter), TRL's settings that change them, and the exact batch tensors."""
+        import hashlib
+
+        ref = self.ref_model if self.ref_model is not None else self.accelerator.unwrap_model(self.model)
+        config = ref.config
+        h = hashlib.sha256(repr((config._name_or_path, str(ref.dtype), self.ref_model is None,
+                                 repr(getattr(ref, "peft_config", {}).get("ref")), self.ld_alpha, self.args.bf16,
+                                 self.args.fp16, self.args.max_length)).encode())
+        for name in sorted(inputs):
+            value = inputs[name]
+            if isinstance(value, torch.Tensor):
+                h.update(f"{name}:{value.dtype}:{tuple(value.shape)}".encode())
+                h.update(value.detach().cpu().contiguous().numpy().tobytes())
+            else:
+                h.update(f"{name}:{value!r}".encode())
+        return h.hexdigest()
 
     # -- loss ------------------------------------------------------------------------------------------------------
     def _pair_losses(self, pc, pr, rc, rr, completion_mask, flags):

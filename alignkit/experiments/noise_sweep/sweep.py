@@ -24,11 +24,12 @@ RESULTS_VERSION = 2
 # -- training -------------------------------------------------------------------------------------------------------
 def train_key(recipe: dict[str, Any], data_key: str) -> str:
     """A training run's identity: its recipe and what its data trains on (:func:`training_view`, after the flip
-    when the run flips), so two cells with identical training are one run. Left out: where it writes and reads, and
-    ``apply_flip`` (the data view holds the flip). The F-DPO loss with λ = 0 is the DPO loss, so DPO + flip on data
-    the flip leaves as DPO sees it (no pair flagged (1, 0), or every order-noised pair swapped back) is the DPO run:
-    bit-identical training, checked on the 2026-12-02 sweep."""
-    ident = {k: v for k, v in recipe.items() if k not in ("output_dir", "dataset_path", "apply_flip")}
+    when the run flips), so two cells with identical training are one run. Left out: where it writes and reads,
+    ``apply_flip`` (the data view holds the flip) and ``reuse_ref_logps`` (bit-identical either way). The F-DPO loss
+    with λ = 0 is the DPO loss, so DPO + flip on data the flip leaves as DPO sees it (no pair flagged (1, 0), or every
+    order-noised pair swapped back) is the DPO run: bit-identical training, checked on the 2026-12-02 sweep."""
+    ident = {k: v for k, v in recipe.items() if k not in ("output_dir", "dataset_path", "apply_flip",
+                                                           "reuse_ref_logps")}
     if ident.get("loss_type") == "fdpo" and ident.get("fdpo_lambda") == 0.0:
         ident["loss_type"] = "dpo"
     if ident.get("loss_type") != "fdpo":
