@@ -307,3 +307,32 @@ def test_per_item_scores_hand_computed():
     assert s["reward_margin"] == [2.0, 0.0, -3.0]
     assert s["loglik_correct"] == [1.0, 0.5, 0.0]
 
+
+
+@pytest.mark.slow
+def test_noise_sweep_with_two_workers(tmp_path, tiny_model):
+    """workers=2: the runs are split over two spawned processes (whole (seed, data) groups each), the serial pass
+    after them only reads what they recorded, and the report has every cell and the elapsed time."""
+    cfg = NoiseSweepConfig(
+        output_dir=str(tmp_path / "sweep"), record_dir=str(tmp_path / "record"), model=tiny_model,
+        methods=["dpo", "ipo", "fdpo"], eps=[0.0, 0.4], delta=[0.0, 0.3], seeds=[0, 1], n_train=8, n_val=6,
+        n_test=8, n_generate=4, n_val_generate=4, max_new_tokens=4, workers=2,
+        calibration={"learning_rates": [1e-3], "steps": [1]}, backend="hf",
+        backend_options={"batch_size": 8, "merge_lora": True}, n_resamples=200,
+        overrides={"per_device_train_batch_size": 2, "max_length": 128, "logging_steps": 1, "reuse_ref_logps": True},
+    )
+    messages: list[str] = []
+    result = run_noise_sweep(cfg, progress=messages.append)
+    counts = count_runs(cfg)
+    doc = json.loads((tmp_path / "sweep" / "results.json").read_text())
+    records = [json.loads(p.read_text()) for p in (tmp_path / "record").rglob("*.json")]
+    by_worker = [r["seconds"]["worker"] for r in records if "train" in r["seconds"]]
+    # every sweep training was made by a worker (the calibration by the parent), and both workers had work
+    assert by_worker.count(None) == counts["calibration"]
+    assert {0, 1} <= set(by_worker) and len(by_worker) == counts["calibration"] + counts["sweep"]
+    assert any("2 worker processes" in m for m in messages)
+    assert {(c["method"], c["eps"], c["delta"]) for c in result["summary"]} == {
+        (m, e, d) for m in cfg.methods for e in cfg.eps for d in cfg.delta}
+    t = doc["time"]
+    assert t["workers"] == [None, 0, 1] and 0 < t["elapsed_hours"] <= t["hours"] + 0.01
+    assert "h elapsed" in (tmp_path / "sweep" / "report.md").read_text()

@@ -155,11 +155,16 @@ def write_report(doc: dict[str, Any], plots: list[Path], path: Path) -> Path:
               "`results.json`.", ""]
     t = doc.get("time")
     if t:
+        workers = cfg.get("workers", 1)
         lines += ["## Compute time", "",
-                  f"Wall time of each training and evaluation, measured when its record was made and summed over the "
-                  f"{t['models']} models this report uses ({t['trained']} trained): training "
-                  f"{t['train_seconds'] / 60:.0f} min, evaluation {t['eval_seconds'] / 60:.0f} min, "
-                  f"**{t['hours']:.2f} h** in all (building this report not counted); process CPU time "
-                  f"{t.get('cpu_hours', 0):.2f} h over all threads, which other load on the machine does not inflate."
+                  f"Measured per model (wall time of its training and evaluation, stamped when its record was made) "
+                  f"over the {t['models']} models this report uses ({t['trained']} trained"
+                  + (f", by {workers} parallel worker processes after the calibration and base evaluations" if
+                     workers > 1 else "") + "): "
+                  f"**{t.get('elapsed_hours', t['hours']):.2f} h elapsed** (the union of the models' working "
+                  "intervals: overlapping workers count once, breaks between interrupted runs not at all); "
+                  f"{t['hours']:.2f} h summed over models (training {t['train_seconds'] / 60:.0f} min, evaluation "
+                  f"{t['eval_seconds'] / 60:.0f} min); {t.get('cpu_hours', 0):.2f} h of process CPU time. Building "
+                  "this report is not counted."
                   + (f" {t['untimed']} records carry no time (made by an older version)." if t["untimed"] else ""), ""]
     return atomic_write_text(path, "\n".join(lines))

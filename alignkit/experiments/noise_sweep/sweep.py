@@ -86,6 +86,7 @@ class Record:
     def __init__(self, root: str | None) -> None:
         self.root = Path(root) if root else None
         self.seconds: dict[str, dict[str, float]] = {}  # per model used: the wall seconds it took when it was made
+        self.worker: int | None = None  # the worker process writing (parallel sweeps), recorded with each model
 
     def get(self, name: str, key: str) -> dict[str, Any] | None:
         path = self.root / f"{name}.json" if self.root else None
@@ -99,6 +100,8 @@ class Record:
 
     def put(self, name: str, key: str, payload: dict[str, Any]) -> dict[str, Any]:
         doc = {"key": key, **payload}
+        if "seconds" in doc:  # when it was made (unix time), to measure a sweep's elapsed time across processes
+            doc["seconds"] = {**doc["seconds"], "finished": round(time.time(), 1), "worker": self.worker}
         self.seconds[name] = doc.get("seconds", {})
         if self.root:
             atomic_write_json(self.root / f"{name}.json", doc)
@@ -110,10 +113,20 @@ class Record:
         train = sum(s.get("train", 0.0) for s in self.seconds.values())
         ev = sum(s.get("eval", 0.0) for s in self.seconds.values())
         cpu = sum(s.get("cpu", 0.0) for s in self.seconds.values())
+        # elapsed: the union of the models' [start, finish] intervals (parallel workers overlap; the gaps between
+        # interrupted sessions do not count)
+        spans = sorted((s["finished"] - s.get("train", 0.0) - s.get("eval", 0.0), s["finished"])
+                       for s in self.seconds.values() if "finished" in s)
+        elapsed, end = 0.0, float("-inf")
+        for a, b in spans:
+            elapsed += max(0.0, b - max(a, end))
+            end = max(end, b)
         return {"models": len(self.seconds), "untimed": sum(1 for s in self.seconds.values() if not s),
                 "trained": sum(1 for s in self.seconds.values() if s.get("train", 0.0) > 0),
                 "train_seconds": round(train, 1), "eval_seconds": round(ev, 1), "hours": round((train + ev) / 3600, 2),
-                "cpu_hours": round(cpu / 3600, 2)}
+                "cpu_hours": round(cpu / 3600, 2), "elapsed_hours": round(elapsed / 3600, 2),
+                "workers": sorted({s.get("worker") for s in self.seconds.values() if s},
+                                  key=lambda w: -1 if w is None else w)}
 
 
 def _with_scores(raw: dict[str, Any], ref: list[list[float]] | None) -> dict[str, Any]:
@@ -202,6 +215,137 @@ def calibrate(cfg: NoiseSweepConfig, out: Path, ev: Evaluator, rec: Record, data
 
 
 # -- the sweep ------------------------------------------------------------------------------------------------------
+def seed_pass(cfg: NoiseSweepConfig, out: Path, ev: Evaluator, rec: Record, data: SeedData, recipe: dict[str, Any],
+              ref: list[list[float]], say: Callable[[str], None], owned: Callable[[str], bool] | None = None,
+              ) -> tuple[dict[tuple[str, float, float], dict], list[dict[str, Any]]]:
+    """Train and score every cell of one seed's plan (one training per identity, see :func:`train_key`); returns
+    the scored documents per (method, ε, δ) and one summary row per cell. With ``owned`` (a worker) only the
+    identities it accepts are trained and scored, and nothing is returned."""
+    plan = sweep_plan(cfg)
+    trained: dict[tuple[str, float, float], dict] = {}
+    runs: list[dict[str, Any]] = []
+    by_key: dict[str, tuple[dict, dict, str]] = {}
+    seed = data.seed
+    for i, (method, eps, delta) in enumerate(plan):
+        keys = method_keys(method, eps, cfg.fdpo_lambda)
+        if keys is None:
+            continue  # plain DPO: filled from the dpo run by the caller
+        cell = f"eps{eps:g}_delta{delta:g}/{method_slug(method)}"
+        train_path, rows = noisy_train(cfg, data, eps, delta, out)
+        data_key, swapped = training_view(rows, apply_flip=keys["apply_flip"])
+        run = {**recipe, **keys, "dataset_path": str(train_path), "seed": seed}
+        tkey = train_key(run, data_key)
+        same_as = by_key[tkey][2] if tkey in by_key else None
+        if owned is not None:
+            if not same_as and owned(tkey):
+                say(f"seed {seed}, {method} ε={eps:g} δ={delta:g}")
+                scored_run(ev, rec, f"seed{seed}/{cell}", run, tkey, out / "runs" / f"seed{seed}" / cell, "test",
+                           data.test, cfg.n_generate, ref, reuse=sorted((out / "calibration").glob("lr*_steps*")))
+            by_key.setdefault(tkey, ({}, {}, cell))
+            continue
+        say(f"seed {seed} ({cfg.seeds.index(seed) + 1}/{len(cfg.seeds)}), {method} ε={eps:g} δ={delta:g} "
+            f"({i + 1}/{len(plan)})" + (f": the same training as {same_as}" if same_as else ""))
+        if same_as:
+            doc, metrics, _ = by_key[tkey]
+            metrics = {**metrics, "flip_counts": {"train": swapped}}
+        else:
+            doc, metrics = scored_run(ev, rec, f"seed{seed}/{cell}", run, tkey, out / "runs" / f"seed{seed}" / cell,
+                                      "test", data.test, cfg.n_generate, ref,
+                                      reuse=sorted((out / "calibration").glob("lr*_steps*")))
+            by_key[tkey] = (doc, metrics, cell)
+        trained[(method, eps, delta)] = doc
+        runs.append({"seed": seed, "method": method, "eps": eps, "delta": delta, "cell": cell,
+                     "same_training_as": same_as, "flip_counts": metrics.get("flip_counts", {}),
+                     "global_step": metrics.get("global_step"),
+                     "final_loss": metrics.get("final", {}).get("loss"),
+                     "train_seconds": metrics.get("train", {}).get("train_runtime"),
+                     **{k: statistics.fmean(v for v in doc[f] if v is not None) if any(
+                         v is not None for v in doc[f]) else None for k, (f, _, _) in METRICS.items()},
+                     "degeneracy": degeneracy_stats(doc["outputs"])})
+    return trained, runs
+
+
+# -- parallel workers -----------------------------------------------------------------------------------------------
+def assign_workers(cfg: NoiseSweepConfig, datas: dict[int, SeedData], recipe: dict[str, Any],
+                   n: int) -> dict[str, int]:
+    """Training identity -> worker. The identities of one (seed, training data) stay together, since the reference
+    pass is shared within a process only (``reuse_ref_logps``); groups go largest first to the least loaded worker."""
+    groups: dict[tuple[int, str], list[str]] = {}
+    for seed in cfg.seeds:
+        seen: set[str] = set()
+        for method, eps, delta in sweep_plan(cfg):
+            keys = method_keys(method, eps, cfg.fdpo_lambda)
+            if keys is None:
+                continue
+            view, _ = training_view(noised_rows(datas[seed], eps, delta)[0], apply_flip=keys["apply_flip"])
+            tkey = train_key({**recipe, **keys, "seed": seed}, view)
+            if tkey not in seen:
+                seen.add(tkey)
+                groups.setdefault((seed, view), []).append(tkey)
+    load, owner = [0] * n, {}
+    for _, members in sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0])):
+        w = load.index(min(load))
+        load[w] += len(members)
+        owner.update({t: w for t in members})
+    return owner
+
+
+def _worker(cfg: NoiseSweepConfig, recipe: dict[str, Any], owner: dict[str, int], index: int, threads: int) -> None:
+    import torch
+
+    from alignkit.models import resolve_model
+
+    torch.set_num_threads(threads)
+
+    def say(msg: str) -> None:
+        print(f"[noise-sweep worker {index + 1}/{cfg.workers}] {msg}", flush=True)
+
+    out, rec = Path(cfg.output_dir), Record(cfg.record_dir)
+    rec.worker = index
+    ev = Evaluator(cfg, resolve_model(cfg.model))
+    try:
+        for seed in cfg.seeds:
+            data = seed_data(cfg, seed)
+            base = scored_base(ev, rec, f"seed{seed}/base", out / "eval" / f"seed{seed}" / "base.json", data.test,
+                               cfg.n_generate)  # scored by the parent before the workers started
+            seed_pass(cfg, out, ev, rec, data, recipe, base["logprobs"], say, owned=lambda t: owner[t] == index)
+    finally:
+        ev.close()
+
+
+def run_workers(cfg: NoiseSweepConfig, datas: dict[int, SeedData], recipe: dict[str, Any],
+                say: Callable[[str], None]) -> None:
+    """Train and score the sweep's runs in ``cfg.workers`` processes (spawned, so each starts a clean torch), each
+    with an equal share of the cores. Every finished run is in output_dir (and record_dir) as in a serial sweep, so
+    the serial pass that follows only reads them, and a failed or killed worker loses only its run in progress."""
+    import multiprocessing
+    import os
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    threads = max(1, cores // cfg.workers)
+    owner = assign_workers(cfg, datas, recipe, cfg.workers)
+    say(f"{len(owner)} trainings over {cfg.workers} worker processes, {threads} thread(s) each")
+    ctx = multiprocessing.get_context("spawn")
+    saved = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    os.environ.update({k: str(threads) for k in saved})  # read by the children's OpenMP/MKL at start-up
+    try:
+        procs = [ctx.Process(target=_worker, args=(cfg, recipe, owner, k, threads), name=f"noise-sweep-worker{k}")
+                 for k in range(cfg.workers)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join()
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    failed = [f"{p.name} (exit code {p.exitcode})" for p in procs if p.exitcode != 0]
+    if failed:
+        raise RuntimeError(f"noise sweep: {', '.join(failed)} failed; every finished run is kept, so a rerun resumes")
+
+
 def run_noise_sweep(cfg: NoiseSweepConfig, *, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     from alignkit.models import resolve_model
 
@@ -220,46 +364,22 @@ def run_noise_sweep(cfg: NoiseSweepConfig, *, progress: Callable[[str], None] | 
             f"({'passed' if calibration['passed'] else 'NO setting passed'})")
         recipe = {**recipe, **chosen}
 
+        if cfg.workers > 1:
+            for seed in cfg.seeds:  # before the workers: every run is scored against its seed's base
+                scored_base(ev, rec, f"seed{seed}/base", out / "eval" / f"seed{seed}" / "base.json", datas[seed].test,
+                            cfg.n_generate)
+            ev.close()  # the workers load their own models
+            run_workers(cfg, datas, recipe, say)
+
         docs: dict[tuple[str, float, float, int], dict] = {}
         runs: list[dict[str, Any]] = []
         base_docs = {}
-        plan = sweep_plan(cfg)
         for seed in cfg.seeds:
             data = datas[seed]
             base_docs[seed] = scored_base(ev, rec, f"seed{seed}/base", out / "eval" / f"seed{seed}" / "base.json",
                                           data.test, cfg.n_generate)
-            ref = base_docs[seed]["logprobs"]
-            trained: dict[tuple[str, float, float], dict] = {}
-            by_key: dict[str, tuple[dict, dict, str]] = {}  # one training per identity (see training_view)
-            for i, (method, eps, delta) in enumerate(plan):
-                keys = method_keys(method, eps, cfg.fdpo_lambda)
-                if keys is None:
-                    continue  # plain DPO: filled from the dpo run below
-                cell = f"eps{eps:g}_delta{delta:g}/{method_slug(method)}"
-                train_path, rows = noisy_train(cfg, data, eps, delta, out)
-                data_key, swapped = training_view(rows, apply_flip=keys["apply_flip"])
-                run = {**recipe, **keys, "dataset_path": str(train_path), "seed": seed}
-                tkey = train_key(run, data_key)
-                same_as = by_key[tkey][2] if tkey in by_key else None
-                say(f"seed {seed} ({cfg.seeds.index(seed) + 1}/{len(cfg.seeds)}), {method} ε={eps:g} δ={delta:g} "
-                    f"({i + 1}/{len(plan)})" + (f": the same training as {same_as}" if same_as else ""))
-                if same_as:
-                    doc, metrics, _ = by_key[tkey]
-                    metrics = {**metrics, "flip_counts": {"train": swapped}}
-                else:
-                    doc, metrics = scored_run(ev, rec, f"seed{seed}/{cell}", run, tkey, out / "runs" / f"seed{seed}" /
-                                              cell, "test", data.test, cfg.n_generate, ref,
-                                              reuse=sorted((out / "calibration").glob("lr*_steps*")))
-                    by_key[tkey] = (doc, metrics, cell)
-                trained[(method, eps, delta)] = doc
-                runs.append({"seed": seed, "method": method, "eps": eps, "delta": delta, "cell": cell,
-                             "same_training_as": same_as, "flip_counts": metrics.get("flip_counts", {}),
-                             "global_step": metrics.get("global_step"),
-                             "final_loss": metrics.get("final", {}).get("loss"),
-                             "train_seconds": metrics.get("train", {}).get("train_runtime"),
-                             **{k: statistics.fmean(v for v in doc[f] if v is not None) if any(
-                                 v is not None for v in doc[f]) else None for k, (f, _, _) in METRICS.items()},
-                             "degeneracy": degeneracy_stats(doc["outputs"])})
+            trained, seed_runs = seed_pass(cfg, out, ev, rec, data, recipe, base_docs[seed]["logprobs"], say)
+            runs += seed_runs
             for method in cfg.methods:  # every panel gets every method
                 for eps in cfg.eps:
                     for delta in cfg.delta:
