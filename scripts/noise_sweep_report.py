@@ -119,6 +119,11 @@ def readme_block(doc: dict) -> str:
            " — **no setting passed the check**, so these runs may be too short to separate the methods."),
         "",
     ]
+    t = doc.get("time")
+    if t:
+        lines += [f"Compute, measured: **{t['elapsed_hours']:.2f} h elapsed** with {cfg.get('workers', 1)} worker "
+                  f"process(es) ({t['hours']:.2f} h summed over the {t['models']} models; the report's Compute "
+                  "time section says how it is counted).", ""]
     base_h = doc["base"]["hallucination_rate"]
     for metric, title in (("hallucination_rate", f"Hallucination rate of generated answers (reference judge; lower is "
                                                   f"better; base model {_fmt(base_h)})"),
