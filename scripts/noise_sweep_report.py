@@ -154,11 +154,12 @@ def readme_block(doc: dict) -> str:
     if kept:
         lines += ["", f"Reward margin kept at ε = {max(cfg['eps']):g}, as a share of the same method's margin at "
                   f"ε = {min(cfg['eps']):g} (ratio of seed means):", ""] + kept
-    same = sorted({(r["method"], r["eps"], r["delta"]) for r in doc["runs"] if r.get("same_training_as")})
+    same = sorted({(r["method"], r["eps"], r["delta"], r["same_training_as"]) for r in doc["runs"]
+                   if r.get("same_training_as")})
     if same:
-        lines += ["", "By construction, not measured: " + ", ".join(f"{m} at ε = {e:g}, δ = {d:g}" for m, e, d in same)
-                  + " trained on exactly the data of the same method at ε = 0 and the same δ (the flip undid every "
-                  "order swap, as it always does with correct flags), so those cells repeat that run."]
+        lines += ["", "By construction, not measured: these cells train exactly as another cell does and repeat its "
+                  "run (with correct flags the flip undoes every order swap; DPO + flip's loss is the DPO loss): "
+                  + "; ".join(f"{m} at ε = {e:g}, δ = {d:g} is the run {src}" for m, e, d, src in same) + "."]
     flagged = sum(1 for c in doc["summary"] if c["degenerate_reasons"])
     lines += ["", f"Degeneracy guards flagged {flagged} of {len(doc['summary'])} cells (see the doc)."]
     return "\n".join(lines)

@@ -290,7 +290,9 @@ def test_noise_sweep_tiny_end_to_end_and_resume(tmp_path, tiny_model, monkeypatc
     assert "| fdpo | 0.3 |" in text and "against the best flag-blind baseline F-DPO" in text
     assert "Reward margin kept at ε = 0.4, as a share of the same method's margin at ε = 0" in text
     construction = next(line for line in text.splitlines() if line.startswith("By construction, not measured:"))
-    assert "fdpo at ε = 0.4, δ = 0" in construction and "trained on exactly the data" in construction
+    assert "fdpo at ε = 0.4, δ = 0 is the run eps0_delta0/fdpo" in construction
+    assert "dpo+flip at ε = 0.4, δ = 0 is the run eps0_delta0/dpo" in construction
+    assert "h elapsed** with 1 worker process(es)" in text
     assert text.index("Hallucination rate of generated answers") < text.index("Held-out preference accuracy") \
         < text.index("Held-out implicit reward margin")
     doc = (tmp_path / "docs" / "noise_sweep.md").read_text()
