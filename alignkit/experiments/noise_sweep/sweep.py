@@ -125,6 +125,7 @@ class Record:
                 "trained": sum(1 for s in self.seconds.values() if s.get("train", 0.0) > 0),
                 "train_seconds": round(train, 1), "eval_seconds": round(ev, 1), "hours": round((train + ev) / 3600, 2),
                 "cpu_hours": round(cpu / 3600, 2), "elapsed_hours": round(elapsed / 3600, 2),
+                "elapsed_seconds": round(elapsed, 1),
                 "workers": sorted({s.get("worker") for s in self.seconds.values() if s},
                                   key=lambda w: -1 if w is None else w)}
 
