@@ -37,7 +37,7 @@ def compact_lm_head_on_cpu() -> bool:
     (~90% prompt tokens) the head took ~40% of a DPO step (profiled 2026-12-03). The result is the same per-token
     log-probabilities, computed for fewer rows. ``_use_triton`` is read in ``trl.trainer.utils`` only for that choice;
     the kernel module keeps its own binding, so its tiles stay the torch ones on the CPU. If a TRL release drops the
-    name, nothing is patched (training is slower, not different) and tests/test_fdpo_trainer.py fails to say so."""
+    name, nothing is patched (training is slower, not different) and tests/test_trainer_fdpo.py fails to say so."""
     import trl.trainer.utils as trl_utils
 
     original = getattr(trl_utils, "_use_triton", None)

@@ -237,23 +237,22 @@ def seed_pass(cfg: NoiseSweepConfig, out: Path, ev: Evaluator, rec: Record, data
         run = {**recipe, **keys, "dataset_path": str(train_path), "seed": seed}
         tkey = train_key(run, data_key)
         same_as = by_key[tkey][2] if tkey in by_key else None
-        if owned is not None:
-            if not same_as and owned(tkey):
-                say(f"seed {seed}, {method} ε={eps:g} δ={delta:g}")
-                scored_run(ev, rec, f"seed{seed}/{cell}", run, tkey, out / "runs" / f"seed{seed}" / cell, "test",
-                           data.test, cfg.n_generate, ref, reuse=sorted((out / "calibration").glob("lr*_steps*")))
-            by_key.setdefault(tkey, ({}, {}, cell))
-            continue
+        mine = owned is None or owned(tkey)
         say(f"seed {seed} ({cfg.seeds.index(seed) + 1}/{len(cfg.seeds)}), {method} ε={eps:g} δ={delta:g} "
-            f"({i + 1}/{len(plan)})" + (f": the same training as {same_as}" if same_as else ""))
+            f"({i + 1}/{len(plan)})" + (f": the same training as {same_as}" if same_as else "")
+            + ("" if mine else ": another worker's"))
         if same_as:
             doc, metrics, _ = by_key[tkey]
             metrics = {**metrics, "flip_counts": {"train": swapped}}
-        else:
+        elif mine:
             doc, metrics = scored_run(ev, rec, f"seed{seed}/{cell}", run, tkey, out / "runs" / f"seed{seed}" / cell,
                                       "test", data.test, cfg.n_generate, ref,
                                       reuse=sorted((out / "calibration").glob("lr*_steps*")))
             by_key[tkey] = (doc, metrics, cell)
+        else:
+            by_key[tkey] = ({}, {}, cell)
+        if owned is not None:
+            continue  # a worker only trains and records; the serial pass after the workers builds the summary
         trained[(method, eps, delta)] = doc
         runs.append({"seed": seed, "method": method, "eps": eps, "delta": delta, "cell": cell,
                      "same_training_as": same_as, "flip_counts": metrics.get("flip_counts", {}),
@@ -266,6 +265,18 @@ def seed_pass(cfg: NoiseSweepConfig, out: Path, ev: Evaluator, rec: Record, data
     return trained, runs
 
 
+def seed_identities(cfg: NoiseSweepConfig, data: SeedData, recipe: dict[str, Any]) -> dict[str, str]:
+    """The distinct trainings of one seed's plan, in plan order: training identity (:func:`train_key`) -> its
+    training-data view. Builds the rows; writes no files."""
+    out: dict[str, str] = {}
+    for method, eps, delta in sweep_plan(cfg):
+        keys = method_keys(method, eps, cfg.fdpo_lambda)
+        if keys is not None:
+            view, _ = training_view(noised_rows(data, eps, delta)[0], apply_flip=keys["apply_flip"])
+            out.setdefault(train_key({**recipe, **keys, "seed": data.seed}, view), view)
+    return out
+
+
 # -- parallel workers -----------------------------------------------------------------------------------------------
 def assign_workers(cfg: NoiseSweepConfig, datas: dict[int, SeedData], recipe: dict[str, Any],
                    n: int) -> dict[str, int]:
@@ -273,16 +284,8 @@ def assign_workers(cfg: NoiseSweepConfig, datas: dict[int, SeedData], recipe: di
     pass is shared within a process only (``reuse_ref_logps``); groups go largest first to the least loaded worker."""
     groups: dict[tuple[int, str], list[str]] = {}
     for seed in cfg.seeds:
-        seen: set[str] = set()
-        for method, eps, delta in sweep_plan(cfg):
-            keys = method_keys(method, eps, cfg.fdpo_lambda)
-            if keys is None:
-                continue
-            view, _ = training_view(noised_rows(datas[seed], eps, delta)[0], apply_flip=keys["apply_flip"])
-            tkey = train_key({**recipe, **keys, "seed": seed}, view)
-            if tkey not in seen:
-                seen.add(tkey)
-                groups.setdefault((seed, view), []).append(tkey)
+        for tkey, view in seed_identities(cfg, datas[seed], recipe).items():
+            groups.setdefault((seed, view), []).append(tkey)
     load, owner = [0] * n, {}
     for _, members in sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0])):
         w = load.index(min(load))
@@ -425,15 +428,6 @@ def count_runs(cfg: NoiseSweepConfig) -> dict[str, Any]:
     """Training runs of a full sweep (for sizing): the calibration grid, and per seed one run per distinct (method
     keys, training data) of the plan — the DPO stand-ins and the cells whose data the flip makes identical
     (:func:`training_view`) are not trained again. Builds each seed's rows (no files written)."""
-    per_seed = []
-    for seed in cfg.seeds:
-        data = seed_data(cfg, seed)
-        identities = set()
-        for method, eps, delta in sweep_plan(cfg):
-            keys = method_keys(method, eps, cfg.fdpo_lambda)
-            if keys is not None:
-                view, _ = training_view(noised_rows(data, eps, delta)[0], apply_flip=keys["apply_flip"])
-                identities.add(train_key(keys, view))
-        per_seed.append(len(identities))
+    per_seed = [len(seed_identities(cfg, seed_data(cfg, seed), {})) for seed in cfg.seeds]
     return {"calibration": len(cfg.calibration.learning_rates) * len(cfg.calibration.steps),
             "per_seed": per_seed, "sweep": sum(per_seed)}
